@@ -1,0 +1,30 @@
+# Only python3 is assumed. Every target creates .venv and installs the project when needed.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/kpistream demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check kpistream tests bench
+	$(VENV)/bin/lint-imports
+
+# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+test: lint
+	$(PY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+bench: $(STAMP)
+	$(PY) bench/engine_throughput.py
+
+clean:
+	rm -rf $(VENV)

@@ -20,7 +20,8 @@ def parse_duration_ms(text: str) -> int:
     >>> parse_duration_ms("5 minutes")
     Traceback (most recent call last):
     ...
-    ValueError: invalid duration "5 minutes"; expected a number and a unit such as 30s, 1m, 1h30m, 1d (units: ms, s, m, h, d, w)
+    ValueError: invalid duration "5 minutes"; expected a number and a unit such as 30s, 1m,
+    1h30m, 1d (units: ms, s, m, h, d, w)
     """
     text = text.strip() if isinstance(text, str) else str(text)
     if not _WHOLE.fullmatch(text):

@@ -1,0 +1,213 @@
+"""Cross-file checks and compilation of validated rule files into a RuleSet.
+
+Per-file shape errors come from pydantic in :mod:`kpistream.core.loader`; here live the
+checks that need the whole set: unique names, references, field types shared by the KPIs of
+one source, derived KPIs' windows and dimensions, cycles, and expression errors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from graphlib import CycleError, TopologicalSorter
+
+from kpistream.core import expr as ex
+from kpistream.core.aggregates import AggError, parse_agg
+from kpistream.core.calendar import calendar_for
+from kpistream.core.documents import Located, RuleDocument, check_timezone, iter_items
+from kpistream.core.hints import did_you_mean
+from kpistream.core.ruleset import Alert, Kpi, Owner, RuleSet, Source, label_name
+from kpistream.errors import Problem
+
+__all__ = ["ALERT_NAMES", "RESERVED_LABELS", "compile_rules"]
+
+#: Names a ``when:`` condition can read.
+ALERT_NAMES = ("value",)
+RESERVED_LABELS = frozenset({"kpi", "alert", "severity"})
+_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def compile_rules(
+    docs: list[RuleDocument], problems: list[Problem], digest: str, files: tuple[str, ...]
+) -> RuleSet:
+    """Check the documents as one set and compile them; append problems found."""
+    timezone = check_timezone(docs, problems)
+    sources = _unique(iter_items(docs, "sources"), "source", problems)
+    kpis = _unique(iter_items(docs, "kpis"), "kpi", problems)
+    alerts = _unique(iter_items(docs, "alerts"), "alert", problems)
+    owners = _unique(iter_items(docs, "owners"), "owner", problems)
+    fields: dict[str, dict[str, ex.FieldType]] = {name: {} for name in sources}
+    compiled: dict[str, Kpi] = {}
+    for item in kpis.values():
+        kpi = _compile_kpi(item, sources, kpis, owners, fields, timezone, problems)
+        if kpi is not None:
+            compiled[kpi.name] = kpi
+    ordered = _topological(compiled, kpis, problems)
+    _check_derived(ordered, kpis, problems)
+    return RuleSet(
+        timezone=timezone,
+        sources={n: _source(i.spec, fields[n]) for n, i in sources.items()},
+        kpis=ordered,
+        alerts=tuple(a for a in (_compile_alert(i, ordered, kpis, owners, problems)
+                                 for i in alerts.values()) if a),
+        owners={n: Owner(n, tuple(i.spec.notify)) for n, i in owners.items()},
+        files=files,
+        text_digest=digest,
+    )
+
+
+def _unique(items: Iterable[Located], kind: str, problems: list[Problem]) -> dict[str, Located]:
+    seen: dict[str, Located] = {}
+    for item in items:
+        first = seen.get(item.spec.name)
+        if first is None:
+            seen[item.spec.name] = item
+            continue
+        where = f"{first.doc.path}:{first.doc.at(first.loc, '').line}"
+        problems.append(item.problem("name", f'duplicate {kind} name "{item.spec.name}", '
+                                     f"first defined at {where}; names are unique across files"))
+    return seen
+
+
+def _source(spec, fields: dict[str, ex.FieldType]) -> Source:
+    return Source(spec.name, spec.topic, spec.time_field, spec.partitions, dict(fields))
+
+
+def _compile_kpi(item, sources, kpis, owners, fields, timezone, problems) -> Kpi | None:
+    spec = item.spec
+    errors_before = len(problems)
+    try:
+        calendar = calendar_for(spec.window, spec.hop, timezone)
+    except ValueError as e:
+        problems.append(item.problem("hop" if spec.hop else "window", str(e)))
+        calendar = None
+    _check_labels(item, problems)
+    if spec.owner is not None and spec.owner not in owners:
+        problems.append(_unknown(item, "owner", spec.owner, owners, "owners"))
+    common = dict(
+        name=spec.name, window_ms=spec.window, hop_ms=spec.hop, calendar=calendar,
+        by=tuple(spec.by), lateness_ms=spec.lateness, series_ttl_ms=spec.series_ttl,
+        title=spec.title, unit=spec.unit, owner=spec.owner,
+    )
+    if spec.expr is not None:
+        kpi = _derived_kpi(item, kpis, common, problems)
+    else:
+        kpi = _source_kpi(item, sources, fields, common, problems)
+    return kpi if len(problems) == errors_before else None
+
+
+def _derived_kpi(item, kpis, common, problems) -> Kpi | None:
+    spec = item.spec
+    for key in ("source", "agg", "where"):
+        if getattr(spec, key) is not None:
+            problems.append(item.problem(key, f"a derived KPI (with expr) takes no {key}; "
+                                         "its inputs bring their own"))
+    try:
+        tree = ex.parse(spec.expr)
+        formula = ex.to_python(tree, allowed_names=[k for k in kpis if k != spec.name])
+    except ex.ExprError as e:
+        problems.append(item.problem("expr", f"expr: {e.message}", column=e.column))
+        return None
+    inputs = tuple(sorted(ex.names(tree)))
+    return Kpi(**common, formula=formula, inputs=inputs, definition=spec.expr)
+
+
+def _source_kpi(item, sources, fields, common, problems) -> Kpi | None:
+    spec = item.spec
+    if spec.source is None or spec.agg is None:
+        problems.append(item.problem(None, "needs either source and agg (an aggregate of "
+                                     "events) or expr (a formula over other KPIs)"))
+        return None
+    if spec.source not in sources:
+        problems.append(_unknown(item, "source", spec.source, sources, "sources"))
+        return None
+    try:
+        agg = parse_agg(spec.agg)
+    except AggError as e:
+        problems.append(item.problem("agg", str(e)))
+        return None
+    where, wanted = None, {}
+    if spec.where is not None:
+        try:
+            tree = ex.parse(spec.where)
+            wanted = ex.infer_field_types(tree)
+            where = ex.to_polars(tree)
+        except ex.ExprError as e:
+            problems.append(item.problem("where", f"where: {e.message}", column=e.column))
+            return None
+    if agg.field is not None and agg.field_type is not None:
+        wanted = {**wanted, agg.field: agg.field_type}
+    wanted.update({f: ex.FieldType.STRING for f in spec.by})
+    _merge_fields(item, fields[spec.source], wanted, problems)
+    definition = f"{spec.agg} where {spec.where}" if spec.where else spec.agg
+    return Kpi(**common, source=spec.source, where=where, agg=agg, definition=definition)
+
+
+def _merge_fields(item, known: dict[str, ex.FieldType], wanted, problems) -> None:
+    for name, kind in wanted.items():
+        have = known.setdefault(name, kind)
+        if have != kind:
+            problems.append(item.problem(None, f'reads field "{name}" as {kind.name.lower()}, '
+                                         f"but another KPI of source \"{item.spec.source}\" "
+                                         f"reads it as {have.name.lower()}"))
+
+
+def _check_labels(item, problems) -> None:
+    for i, name in enumerate(item.spec.by):
+        label = label_name(name)
+        if not _LABEL.match(label) or label.startswith("__") or label in RESERVED_LABELS:
+            problems.append(item.doc.at((*item.loc, "by", i), f'dimension "{name}" cannot be a '
+                                        "Prometheus label; use letters, digits and _ (not "
+                                        "starting with __), and none of kpi, alert, severity"))
+
+
+def _unknown(item, field, value, known, section) -> Problem:
+    return item.problem(field, f'unknown {field} "{value}"; define it under {section}: '
+                        f"{did_you_mean(value, known)}".rstrip())
+
+
+def _topological(compiled: dict[str, Kpi], kpis, problems) -> dict[str, Kpi]:
+    graph = {n: [i for i in k.inputs if i in compiled] for n, k in compiled.items()}
+    try:
+        order = list(TopologicalSorter(graph).static_order())
+    except CycleError as e:
+        cycle = e.args[1]
+        problems.append(kpis[cycle[0]].problem("expr", "derived KPIs form a cycle: "
+                                               + " -> ".join(cycle)))
+        return compiled
+    return {n: compiled[n] for n in order}
+
+
+def _check_derived(ordered: dict[str, Kpi], kpis, problems) -> None:
+    for kpi in ordered.values():
+        for name in kpi.inputs:
+            source = ordered.get(name)
+            if source is None:
+                continue
+            if (source.window_ms, source.hop_ms) != (kpi.window_ms, kpi.hop_ms):
+                problems.append(kpis[kpi.name].problem("window", f'window differs from input '
+                                                       f'"{name}"; a derived KPI has the same '
+                                                       "window and hop as its inputs"))
+            if set(source.by) != set(kpi.by):
+                problems.append(kpis[kpi.name].problem(None, f"by {list(kpi.by)} differs from "
+                                                       f'input "{name}" by {list(source.by)}; '
+                                                       "a derived KPI has its inputs' dimensions"))
+
+
+def _compile_alert(item, ordered, kpis, owners, problems) -> Alert | None:
+    spec = item.spec
+    if spec.kpi not in kpis:
+        problems.append(_unknown(item, "kpi", spec.kpi, kpis, "kpis"))
+        return None
+    if spec.owner is not None and spec.owner not in owners:
+        problems.append(_unknown(item, "owner", spec.owner, owners, "owners"))
+    try:
+        when = ex.to_python(ex.parse(spec.when), allowed_names=ALERT_NAMES)
+    except ex.ExprError as e:
+        problems.append(item.problem("when", f"when: {e.message}", column=e.column))
+        return None
+    if spec.kpi not in ordered:
+        return None
+    owner = spec.owner or ordered[spec.kpi].owner
+    return Alert(spec.name, spec.kpi, when, spec.when, spec.for_, spec.severity, owner,
+                 spec.summary)

@@ -1,0 +1,137 @@
+r"""Rule documents: a parsed YAML file and the way back from a location to ``line:col``.
+
+>>> from ruamel.yaml import YAML
+>>> tree = YAML(typ="rt").load("kpis:\n  - name: gmv\n    window: 1x\n")
+>>> doc = RuleDocument("a.yaml", tree, RuleFileSpec())
+>>> str(doc.at(("kpis", 0, "window"), "window: invalid duration"))
+'a.yaml:3:13: kpi "gmv": window: invalid duration'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
+
+from kpistream.core.spec import AlertSpec, KpiSpec, OwnerSpec, RuleFileSpec, SourceSpec
+from kpistream.errors import Problem
+
+__all__ = ["SECTIONS", "Loc", "Located", "RuleDocument", "check_timezone", "iter_items"]
+
+SECTIONS: dict[str, tuple[str, type[BaseModel]]] = {
+    "sources": ("source", SourceSpec),
+    "kpis": ("kpi", KpiSpec),
+    "alerts": ("alert", AlertSpec),
+    "owners": ("owner", OwnerSpec),
+}
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class RuleDocument:
+    """One parsed rule file: its validated spec and the YAML tree for positions."""
+
+    path: str
+    tree: Any
+    spec: RuleFileSpec
+
+    def at(self, loc: Loc, message: str, *, key: bool = False, offset: int = 0) -> Problem:
+        """A problem at the node ``loc`` (its key when ``key``), ``offset`` columns in."""
+        line, col = _position(self.tree, loc, key=key)
+        return Problem(self.path, line, col + offset, _context(self.tree, loc) + message)
+
+    def in_expression(self, loc: Loc, message: str, column: int) -> Problem:
+        """A problem at 1-based ``column`` of the expression text held at ``loc``."""
+        value = _lookup(self.tree, loc)
+        quoted = isinstance(value, DoubleQuotedScalarString | SingleQuotedScalarString)
+        return self.at(loc, message, offset=column - 1 + int(quoted))
+
+
+@dataclass(frozen=True)
+class Located:
+    """A spec item with the document and location it came from."""
+
+    doc: RuleDocument
+    loc: Loc
+    spec: Any
+
+    def problem(self, field: str | None, message: str, *, column: int | None = None) -> Problem:
+        loc = self.loc if field is None else (*self.loc, field)
+        if column is not None:
+            return self.doc.in_expression(loc, message, column)
+        return self.doc.at(loc, message)
+
+
+def _lookup(tree: Any, loc: Loc) -> Any:
+    node = tree
+    for step in loc:
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _position(tree: Any, loc: Loc, *, key: bool) -> tuple[int, int]:
+    """1-based line and column of the node at ``loc`` (or of its nearest existing parent)."""
+    node, line, col = tree, 0, 0
+    for i, step in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, CommentedMap) and step in node:
+            line, col = node.lc.key(step) if (last and key) else node.lc.value(step)
+        elif isinstance(node, CommentedSeq) and isinstance(step, int) and step < len(node):
+            line, col = node.lc.item(step)
+        else:
+            break
+        node = node[step]
+    return line + 1, col + 1
+
+
+def _context(tree: Any, loc: Loc) -> str:
+    if len(loc) < 2 or loc[0] not in SECTIONS:
+        return ""
+    item = _lookup(tree, loc[:2])
+    name = item.get("name") if isinstance(item, dict) else None
+    return f'{SECTIONS[str(loc[0])][0]} "{name}": ' if isinstance(name, str) else ""
+
+
+def iter_items(docs: list[RuleDocument], section: str) -> Iterator[Located]:
+    """Every item of ``section`` across documents, with where it came from."""
+    for doc in docs:
+        tree_items = doc.tree.get(section) if isinstance(doc.tree, dict) else None
+        names = _names_in(tree_items)
+        for spec in getattr(doc.spec, section):
+            index = names.get(spec.name, 0)
+            yield Located(doc, (section, index), spec)
+
+
+def _names_in(items: Any) -> dict[str, int]:
+    if not isinstance(items, list):
+        return {}
+    return {item.get("name"): i for i, item in enumerate(items) if isinstance(item, dict)}
+
+
+def check_timezone(docs: list[RuleDocument], problems: list[Problem]) -> str:
+    """The one timezone of the set (default UTC); differing or unknown ones are problems."""
+    chosen: tuple[str, RuleDocument] | None = None
+    for doc in docs:
+        tz = doc.spec.timezone
+        if tz is None:
+            continue
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(doc.at(("timezone",), f'unknown timezone "{tz}"; expected an IANA '
+                                   "name such as Asia/Shanghai or UTC"))
+            continue
+        if chosen and chosen[0] != tz:
+            problems.append(doc.at(("timezone",), f'timezone "{tz}" differs from "{chosen[0]}" '
+                                   f"set in {chosen[1].path}; one rule set has one timezone"))
+        elif not chosen:
+            chosen = (tz, doc)
+    return chosen[0] if chosen else "UTC"

@@ -1,0 +1,112 @@
+"""The compiled rule set: what the engine runs, built from validated rule files.
+
+Everything here is immutable and already compiled (filters to polars expressions, formulas
+and conditions to closures), so the hot path never parses anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from kpistream.core.aggregates import Aggregation
+from kpistream.core.calendar import Calendar
+from kpistream.core.expr import FieldType
+
+__all__ = ["Alert", "Kpi", "Owner", "RuleSet", "Source", "label_name"]
+
+Formula = Callable[[Mapping[str, object]], object]
+
+
+def label_name(field_name: str) -> str:
+    """The Prometheus label for a dimension field: dots become underscores.
+
+    >>> label_name("user.city")
+    'user_city'
+    """
+    return field_name.replace(".", "_")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A topic of JSON events and the fields (with types) its KPIs read."""
+
+    name: str
+    topic: str
+    time_field: str
+    partitions: int
+    fields: Mapping[str, FieldType]
+
+
+@dataclass(frozen=True, eq=False)
+class Kpi:
+    """A KPI: aggregated from a source (``agg``) or derived from other KPIs (``formula``)."""
+
+    name: str
+    window_ms: int
+    hop_ms: int | None
+    calendar: Calendar
+    by: tuple[str, ...]
+    lateness_ms: int
+    series_ttl_ms: int
+    title: str | None = None
+    unit: str | None = None
+    owner: str | None = None
+    source: str | None = None
+    where: pl.Expr | None = None
+    agg: Aggregation | None = None
+    formula: Formula | None = None
+    inputs: tuple[str, ...] = ()
+    definition: str = ""
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(label_name(f) for f in self.by)
+
+    @property
+    def derived(self) -> bool:
+        return self.formula is not None
+
+
+@dataclass(frozen=True, eq=False)
+class Alert:
+    """A condition evaluated at each window close of ``kpi``, per series."""
+
+    name: str
+    kpi: str
+    when: Formula
+    when_text: str
+    for_ms: int
+    severity: str
+    owner: str | None
+    summary: str | None = None
+
+
+@dataclass(frozen=True)
+class Owner:
+    name: str
+    notify: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Every source, KPI (inputs before the KPIs derived from them), alert and owner."""
+
+    timezone: str
+    sources: Mapping[str, Source]
+    kpis: Mapping[str, Kpi]
+    alerts: tuple[Alert, ...]
+    owners: Mapping[str, Owner]
+    files: tuple[str, ...] = field(default=())
+    text_digest: str = ""
+
+    @property
+    def version(self) -> str:
+        """A short hash of the rule files' text, for ``kpistream_rules_info``."""
+        return hashlib.sha256(self.text_digest.encode()).hexdigest()[:12]
+
+    def kpis_of(self, source: str) -> list[Kpi]:
+        return [k for k in self.kpis.values() if k.source == source]

@@ -1,0 +1,198 @@
+"""The engine: batches of raw events in, closed windows and alert transitions out.
+
+Synchronous and clock-free: the caller passes processing time (``now_ms``) when it has one.
+``kpistream run`` feeds it Kafka batches, ``kpistream backtest`` file batches; nothing else
+differs, so both give the same numbers.
+
+Watermarks are per source: the largest event time seen. An event is *late* for a KPI when it
+is older than ``watermark - lateness`` at its arrival; a window closes when its end is at or
+before ``watermark - lateness``. When a source goes quiet for ``idle_timeout_ms`` of processing
+time, its watermark moves on with the clock, so windows still close when traffic stops.
+
+>>> from kpistream.core.loader import load_rules_text
+>>> rules = load_rules_text('''
+... sources: [{name: orders, topic: t}]
+... kpis: [{name: n, source: orders, agg: count(), by: [region], window: 1m, lateness: 0s}]
+... ''')
+>>> engine = Engine(rules)
+>>> engine.ingest("orders", [b'{"ts": 1700000000, "region": "east"}',
+...                           b'{"ts": "2023-11-14T22:14:30Z", "region": "east"}'])
+IngestResult(ok=2, invalid=0, late=0, filtered=0, rejected=[])
+>>> [(w.end_ms, w.values) for w in engine.advance().windows]
+[(1700000040000, {('east',): 1.0})]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from kpistream.core.alerts import AlertMachine
+from kpistream.core.decode import Decoder, field_column
+from kpistream.core.derived import DerivedWindows
+from kpistream.core.ruleset import Kpi, RuleSet, Source
+from kpistream.core.values import AlertTransition, ClosedWindow
+from kpistream.core.windows import KpiWindows
+
+__all__ = ["Engine", "IngestResult", "Step"]
+
+FOREVER_MS = 2**62
+
+
+@dataclass
+class IngestResult:
+    """How a batch's events were counted, and why the invalid ones were rejected."""
+
+    ok: int = 0
+    invalid: int = 0
+    late: int = 0
+    filtered: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass
+class Step:
+    """What closing windows produced: KPI values and alert transitions, in time order."""
+
+    windows: list[ClosedWindow] = field(default_factory=list)
+    transitions: list[AlertTransition] = field(default_factory=list)
+
+
+class SourceRunner:
+    """Decodes one source's batches and keeps the window state of its KPIs."""
+
+    def __init__(self, source: Source, kpis: list[Kpi]) -> None:
+        self.source = source
+        self.kpis = kpis
+        self.decoder = Decoder(source.time_field, source.fields)
+        self.windows = {
+            k.name: KpiWindows(k.name, k.agg, k.calendar, k.series_ttl_ms, len(k.by))
+            for k in kpis
+        }
+        self.max_lateness_ms = max((k.lateness_ms for k in kpis), default=0)
+        self.watermark: int | None = None
+        self._event_watermark: int | None = None
+        self._last_arrival_ms: int | None = None
+
+    def ingest(self, values: Sequence[bytes], now_ms: int | None, max_future_ms: int
+               ) -> IngestResult:
+        max_time = None if now_ms is None else now_ms + max_future_ms
+        decoded = self.decoder.decode(values, max_time_ms=max_time)
+        result = IngestResult(invalid=len(decoded.invalid), rejected=decoded.invalid)
+        frame = decoded.frame
+        if frame.height:
+            self._aggregate(frame, result)
+            top = frame["__ts"].max()
+            self._event_watermark = max(self._event_watermark or top, top)
+            self.watermark = max(self.watermark or top, self._event_watermark)
+        if now_ms is not None and frame.height:
+            self._last_arrival_ms = now_ms
+        return result
+
+    def _aggregate(self, frame: pl.DataFrame, result: IngestResult) -> None:
+        ts, wm = pl.col("__ts"), pl.col("__wm")
+        running = ts.cum_max()
+        if self.watermark is not None:
+            running = pl.max_horizontal(running, pl.lit(self.watermark))
+        lazy = frame.lazy().with_columns(running.alias("__wm"))
+        queries = [self._query(lazy, k) for k in self.kpis]
+        on_time = ts >= wm - self.max_lateness_ms
+        matched = pl.any_horizontal([_where(k) for k in self.kpis]) if self.kpis else pl.lit(False)
+        counts = lazy.select((~on_time).sum().alias("late"), (on_time & matched).sum().alias("ok"))
+        *groups, totals = pl.collect_all([*queries, counts])
+        for kpi, grouped in zip(self.kpis, groups, strict=True):
+            self.windows[kpi.name].add(grouped.iter_rows())
+        result.late, result.ok = totals.row(0)
+        result.filtered = frame.height - result.late - result.ok
+
+    @staticmethod
+    def _query(lazy: pl.LazyFrame, kpi: Kpi) -> pl.LazyFrame:
+        ts = pl.col("__ts")
+        keep = (ts >= pl.col("__wm") - kpi.lateness_ms) & _where(kpi)
+        keys = [kpi.calendar.pane_starts(ts).alias("__pane")]
+        keys += [field_column(f).fill_null("").alias(f"__by{i}") for i, f in enumerate(kpi.by)]
+        column = field_column(kpi.agg.field) if kpi.agg.field else pl.lit(None)
+        partials = [e.alias(f"__p{i}") for i, e in enumerate(kpi.agg.partial_exprs(column))]
+        return lazy.filter(keep).group_by(keys).agg(partials)
+
+    def advance_idle(self, now_ms: int, idle_timeout_ms: int) -> None:
+        """Move the watermark with the clock once the source has been quiet long enough."""
+        if self._last_arrival_ms is None or self._event_watermark is None:
+            return
+        quiet = now_ms - self._last_arrival_ms
+        if quiet >= idle_timeout_ms:
+            moved = self._event_watermark + quiet
+            self.watermark = max(self.watermark or moved, moved)
+
+
+def _where(kpi: Kpi) -> pl.Expr:
+    return pl.lit(True) if kpi.where is None else kpi.where.fill_null(False)
+
+
+class Engine:
+    """Runs a rule set over batches of events from any number of sources."""
+
+    def __init__(self, rules: RuleSet, *, idle_timeout_ms: int = 15_000,
+                 max_future_ms: int = 3_600_000) -> None:
+        self.rules = rules
+        self.idle_timeout_ms = idle_timeout_ms
+        self.max_future_ms = max_future_ms
+        self.sources = {n: SourceRunner(s, rules.kpis_of(n)) for n, s in rules.sources.items()}
+        self.windows = {k: w for r in self.sources.values() for k, w in r.windows.items()}
+        self.derived = {k.name: _derived(k, rules) for k in rules.kpis.values() if k.derived}
+        self.alerts: dict[str, list[AlertMachine]] = {}
+        for rule in rules.alerts:
+            self.alerts.setdefault(rule.kpi, []).append(AlertMachine(rule))
+
+    def ingest(self, source: str, values: Sequence[bytes], now_ms: int | None = None
+               ) -> IngestResult:
+        """Add a batch of raw messages of ``source``."""
+        return self.sources[source].ingest(values, now_ms, self.max_future_ms)
+
+    def advance(self, now_ms: int | None = None) -> Step:
+        """Close every window the watermarks allow (and idle sources, given ``now_ms``)."""
+        if now_ms is not None:
+            for runner in self.sources.values():
+                runner.advance_idle(now_ms, self.idle_timeout_ms)
+        step = Step()
+        for runner in self.sources.values():
+            if runner.watermark is None:
+                continue
+            for kpi in runner.kpis:
+                limit = runner.watermark - kpi.lateness_ms
+                step.windows.extend(self.windows[kpi.name].close(limit))
+        return self._downstream(step)
+
+    def finish(self) -> Step:
+        """End of input (backtest): close every window that holds data."""
+        step = Step()
+        for windows in self.windows.values():
+            last = windows.last_end()
+            if last is not None:
+                step.windows.extend(windows.close(last))
+            windows.closed_through = FOREVER_MS
+        return self._downstream(step)
+
+    def closed_through(self, kpi: str) -> int | None:
+        state = self.windows.get(kpi) or self.derived.get(kpi)
+        return state.closed_through if state else None
+
+    def _downstream(self, step: Step) -> Step:
+        for derived in self.derived.values():
+            for window in step.windows:
+                if window.kpi in derived.inputs:
+                    derived.offer(window)
+            limits = {i: self.closed_through(i) for i in derived.inputs}
+            step.windows.extend(derived.close(limits))
+        for window in sorted(step.windows, key=lambda w: w.end_ms):
+            for machine in self.alerts.get(window.kpi, ()):
+                step.transitions.extend(machine.evaluate(window))
+        return step
+
+
+def _derived(kpi: Kpi, rules: RuleSet) -> DerivedWindows:
+    inputs = {name: rules.kpis[name].by for name in kpi.inputs}
+    zero = {n for n in kpi.inputs if (a := rules.kpis[n].agg) is not None and a.zero_when_empty}
+    return DerivedWindows(kpi.name, kpi.formula, inputs, kpi.by, zero_inputs=zero)

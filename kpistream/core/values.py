@@ -1,0 +1,58 @@
+"""The values that flow out of the core: closed windows and alert transitions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+
+__all__ = ["AlertState", "AlertTransition", "ClosedWindow", "SeriesKey", "format_value"]
+
+#: A series is identified within its KPI by its label values, in the KPI's ``by`` order.
+SeriesKey = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedWindow:
+    """Every series' value of one KPI for one closed window ``[start_ms, end_ms)``."""
+
+    kpi: str
+    start_ms: int
+    end_ms: int
+    values: dict[SeriesKey, float]
+
+
+class AlertState(Enum):
+    """Where an alert stands for one series (Prometheus' inactive, pending, firing)."""
+
+    INACTIVE = "inactive"
+    PENDING = "pending"
+    FIRING = "firing"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertTransition:
+    """An alert started firing or resolved for one series at window end ``at_ms``."""
+
+    alert: str
+    kpi: str
+    series: SeriesKey
+    state: str  # "firing" or "resolved"
+    at_ms: int
+    value: float | None
+    severity: str
+    since_ms: int
+
+
+def format_value(value: float) -> str:
+    """A decimal rendering stable across batchings: 12 significant digits, no exponent.
+
+    >>> format_value(3.0), format_value(0.1 + 0.2), format_value(1234567.891), format_value(2e-7)
+    ('3', '0.3', '1234567.891', '0.0000002')
+    """
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    text = f"{value:.12g}"
+    if "e" in text:
+        text = format(Decimal(text), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text

@@ -1,0 +1,127 @@
+"""Window state of one aggregated KPI: panes per series, closed as the watermark passes.
+
+Batches arrive as rows ``(pane_start, *label_values, *partials)`` already aggregated by
+polars; each row is merged once into the pane's state for that series. A window closes when
+its end is at or before ``watermark - lateness``; its value per series merges its panes.
+
+>>> from kpistream.core.aggregates import parse_agg
+>>> from kpistream.core.calendar import calendar_for
+>>> w = KpiWindows("orders", parse_agg("count()"), calendar_for(60_000, None, "UTC"), 3_600_000)
+>>> w.add([(0, "east", 2), (60_000, "west", 1)])
+>>> [(c.end_ms, c.values) for c in w.close(120_000)]
+[(60000, {('east',): 2.0}), (120000, {('east',): 0.0, ('west',): 1.0})]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kpistream.core.aggregates import Aggregation
+from kpistream.core.calendar import Calendar
+from kpistream.core.values import ClosedWindow, SeriesKey
+
+__all__ = ["KpiWindows"]
+
+
+class KpiWindows:
+    """Open panes and known series of one KPI."""
+
+    def __init__(
+        self, kpi: str, agg: Aggregation, calendar: Calendar, series_ttl_ms: int, labels: int = 1
+    ) -> None:
+        self.kpi = kpi
+        self.labels = labels
+        self.agg = agg
+        self.calendar = calendar
+        self.series_ttl_ms = series_ttl_ms
+        #: pane start -> series -> aggregation state
+        self.panes: dict[int, dict[SeriesKey, object]] = {}
+        #: series -> [first pane start, last pane start] seen
+        self.series: dict[SeriesKey, list[int]] = {}
+        #: end of the earliest window not closed yet (None before any event)
+        self.next_end: int | None = None
+        #: every window ending at or before this is final
+        self.closed_through: int | None = None
+
+    def add(self, rows: Iterable[tuple]) -> None:
+        """Merge per-batch partial rows ``(pane, *labels, *partials)`` into the panes."""
+        width = self.labels
+        merge, empty = self.agg.merge, self.agg.empty
+        for row in rows:
+            pane = row[0]
+            key = row[1:1 + width]
+            states = self.panes.get(pane)
+            if states is None:
+                states = self.panes[pane] = {}
+                if self.next_end is None or self.calendar.pane_end(pane) < self.next_end:
+                    self.next_end = self.calendar.pane_end(pane)
+            state = states.get(key)
+            states[key] = merge(empty() if state is None else state, row[1 + width:])
+            seen = self.series.get(key)
+            if seen is None:
+                self.series[key] = [pane, pane]
+            elif pane > seen[1]:
+                seen[1] = pane
+            elif pane < seen[0]:
+                seen[0] = pane
+
+    def close(self, limit_ms: int) -> list[ClosedWindow]:
+        """Close every window ending at or before ``limit_ms``, in order."""
+        closed: list[ClosedWindow] = []
+        while self.next_end is not None and self.next_end <= limit_ms:
+            end = self.next_end
+            window = self._close_one(end)
+            if window.values:
+                closed.append(window)
+            self.next_end = self._following_end(end)
+        if self.closed_through is None or limit_ms > self.closed_through:
+            self.closed_through = limit_ms
+        return closed
+
+    def last_end(self) -> int | None:
+        """The end of the last window holding data (what ``finish`` closes up to)."""
+        return max((self.calendar.window_end(p) for p in self.panes), default=None)
+
+    def _close_one(self, end: int) -> ClosedWindow:
+        start = self.calendar.window_start(end)
+        panes = [self.panes[p] for p in self._pane_starts(start, end) if p in self.panes]
+        values: dict[SeriesKey, float] = {}
+        for key, (first, last) in list(self.series.items()):
+            if end - self.calendar.pane_end(last) > self.series_ttl_ms:
+                del self.series[key]
+                continue
+            if first >= end:
+                continue
+            value = self._value(key, panes)
+            if value is not None:
+                values[key] = value
+        self._drop_panes_through(end)
+        return ClosedWindow(self.kpi, start, end, values)
+
+    def _value(self, key: SeriesKey, panes: list[dict[SeriesKey, object]]) -> float | None:
+        states = [s[key] for s in panes if key in s]
+        if not states:
+            return self.agg.result(self.agg.empty()) if self.agg.zero_when_empty else None
+        state = states[0]
+        for other in states[1:]:
+            state = self.agg.combine(state, other)
+        return self.agg.result(state)
+
+    def _pane_starts(self, start: int, end: int) -> list[int]:
+        starts, pane = [], start
+        while pane < end:
+            starts.append(pane)
+            pane = self.calendar.pane_end(pane)
+        return starts
+
+    def _drop_panes_through(self, end: int) -> None:
+        for pane in [p for p in self.panes if self.calendar.window_end(p) <= end]:
+            del self.panes[pane]
+
+    def _following_end(self, end: int) -> int | None:
+        following = self.calendar.pane_end(end)
+        if self.series:  # live series report every window, zeros included
+            return following
+        if self.panes:  # nothing live until the next data: skip the empty stretch
+            return max(following, self.calendar.pane_end(min(self.panes)))
+        return None

@@ -1,0 +1,5 @@
+import sys
+
+from kpistream.shell.cli import main
+
+sys.exit(main())

@@ -1,0 +1,141 @@
+"""The daemon's service tree, run by faust-streaming's worker machinery (``mode``).
+
+``mode.Worker`` gives signal handling (Ctrl-C, SIGTERM → graceful stop) and ordered start
+and stop of the services: broker (embedded unless one is configured), metrics endpoint,
+ingestion, and for ``demo`` the event generator.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+import mode
+from prometheus_client import start_http_server
+
+from kpistream.core.engine import Step
+from kpistream.core.ruleset import RuleSet
+from kpistream.core.values import AlertTransition
+from kpistream.errors import UsageError
+from kpistream.settings import Settings
+from kpistream.shell.broker import EmbeddedBroker, parse_bootstrap
+from kpistream.shell.exporter import Exporter
+from kpistream.shell.ingest import IngestService
+from kpistream.shell.timefmt import rfc3339
+
+__all__ = ["BrokerService", "ConsoleAlerts", "MetricsService", "build_daemon", "run_worker"]
+
+log = logging.getLogger("kpistream")
+
+
+class BrokerService(mode.Service):
+    """The configured broker, or an embedded one started on a free loopback port."""
+
+    def __init__(self, url: str | None, **kwargs) -> None:
+        self.url = url
+        self.embedded: EmbeddedBroker | None = None
+        super().__init__(**kwargs)
+
+    @property
+    def bootstrap(self) -> str:
+        if self.embedded is not None:
+            return self.embedded.bootstrap
+        return parse_bootstrap(self.url or "")
+
+    async def on_start(self) -> None:
+        if self.url:
+            return
+        self.embedded = EmbeddedBroker()
+        await self.embedded.start()
+        print(f"embedded broker: {self.embedded.url}", file=sys.stderr, flush=True)
+
+    async def on_stop(self) -> None:
+        if self.embedded is not None:
+            await self.embedded.stop()
+
+
+class MetricsService(mode.Service):
+    """Serves ``/metrics`` from the exporter's registry on ``HOST:PORT``."""
+
+    def __init__(self, addr: str, exporter: Exporter, **kwargs) -> None:
+        self.host, self.port = _host_port(addr)
+        self.exporter = exporter
+        self._server = None
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        try:
+            self._server, _ = start_http_server(self.port, self.host, self.exporter.registry)
+        except OSError as e:
+            raise UsageError(f"cannot serve metrics on {self.host}:{self.port}: {e.strerror}; "
+                             "choose another --metrics-addr") from e
+        self.port = self._server.server_port
+        log.info("metrics at http://%s:%d/metrics", self.host, self.port)
+
+    async def on_stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+class ConsoleAlerts:
+    """Prints alert transitions, one line each, as they happen."""
+
+    def __init__(self, rules: RuleSet, out: TextIO = sys.stdout) -> None:
+        self.rules = rules
+        self.out = out
+
+    def __call__(self, step: Step) -> None:
+        for t in step.transitions:
+            print(self.line(t), file=self.out, flush=True)
+
+    def line(self, t: AlertTransition) -> str:
+        labels = ",".join(f'{k}="{v}"' for k, v in zip(self.rules.kpis[t.kpi].labels, t.series,
+                                                        strict=True))
+        value = "no value" if t.value is None else f"{t.value:g}"
+        return (f"[{rfc3339(t.at_ms)}] {t.state.upper()} {t.severity} {t.alert}: "
+                f"{t.kpi}{{{labels}}} = {value} (since {rfc3339(t.since_ms)})")
+
+
+class Daemon(mode.Service):
+    """The root service: starts its parts in order and stops them in reverse."""
+
+    def __init__(self, parts: Sequence[mode.ServiceT], **kwargs) -> None:
+        self.parts = list(parts)
+        super().__init__(**kwargs)
+
+    def on_init_dependencies(self) -> list[mode.ServiceT]:
+        return self.parts
+
+
+def build_daemon(settings: Settings, rules: RuleSet, *,
+                 extra: Callable[[BrokerService], Sequence[mode.ServiceT]] = lambda b: (),
+                 sinks: Sequence[Callable[[Step], None]] = ()) -> tuple[Daemon, IngestService]:
+    """Assemble broker, metrics, ingestion (and ``extra`` services fed by the broker)."""
+    exporter = Exporter(rules)
+    broker = BrokerService(settings.broker)
+    metrics = MetricsService(settings.metrics_addr, exporter)
+    ingest = IngestService(settings, rules, lambda: broker.bootstrap, exporter,
+                           sinks=[exporter.publish, ConsoleAlerts(rules), *sinks])
+    return Daemon([broker, metrics, *extra(broker), ingest]), ingest
+
+
+def run_worker(daemon: Daemon, *, loglevel: str = "info") -> int:
+    """Run until Ctrl-C or SIGTERM; return the exit code."""
+    worker = mode.Worker(daemon, loglevel=loglevel, redirect_stdouts=False, quiet=True,
+                         override_logging=True, daemon=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def _host_port(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if not port.isdigit():
+        raise UsageError(f'invalid metrics address "{addr}"; expected HOST:PORT, '
+                         "e.g. 127.0.0.1:9464")
+    return host or "0.0.0.0", int(port)

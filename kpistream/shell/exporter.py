@@ -1,0 +1,116 @@
+"""Prometheus exposition of KPI values, alert states and pipeline counters.
+
+KPIs have different dimensions, so ``kpistream_kpi_value`` is rendered by a custom
+collector from a snapshot the daemon updates after each step, on a registry of its own
+(no global default registry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from kpistream.core.engine import IngestResult, Step
+from kpistream.core.ruleset import RuleSet
+from kpistream.core.values import SeriesKey
+
+__all__ = ["Exporter"]
+
+STATUSES = ("ok", "invalid", "late", "filtered")
+
+
+class _Snapshot(Collector):
+    """Renders the latest value per KPI series and alert state per alert series."""
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+        self.values: dict[str, dict[SeriesKey, tuple[float, int]]] = {k: {} for k in rules.kpis}
+        self.firing: dict[tuple[str, SeriesKey], int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        value = GaugeMetricFamily("kpistream_kpi_value",
+                                  "Value of the KPI's most recently closed window.")
+        end = GaugeMetricFamily("kpistream_kpi_window_end_timestamp_seconds",
+                                "End time of the window behind kpistream_kpi_value.")
+        for name, series in self.values.items():
+            labels = self.rules.kpis[name].labels
+            for key, (v, end_ms) in list(series.items()):
+                sample_labels = {"kpi": name, **dict(zip(labels, key, strict=True))}
+                value.add_sample("kpistream_kpi_value", sample_labels, v)
+                end.add_sample("kpistream_kpi_window_end_timestamp_seconds", sample_labels,
+                               end_ms / 1000)
+        yield value
+        yield end
+        yield self._alerts()
+
+    def _alerts(self) -> Metric:
+        family = GaugeMetricFamily("kpistream_alert_firing",
+                                   "1 while the alert fires for the series, 0 otherwise.")
+        for rule in self.rules.alerts:
+            labels = self.rules.kpis[rule.kpi].labels
+            for key in self.values.get(rule.kpi, {}):
+                state = self.firing.get((rule.name, key), 0)
+                family.add_sample("kpistream_alert_firing", {
+                    "alert": rule.name, "kpi": rule.kpi, "severity": rule.severity,
+                    **dict(zip(labels, key, strict=True))}, state)
+        return family
+
+
+class Exporter:
+    """The daemon's metrics; ``registry`` is served by the HTTP endpoint."""
+
+    def __init__(self, rules: RuleSet, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.snapshot = _Snapshot(rules)
+        self.registry.register(self.snapshot)
+        self.events = Counter("kpistream_events_total", "Events read, by source and status.",
+                              ["source", "status"], registry=self.registry)
+        self.windows_closed = Counter("kpistream_windows_closed_total",
+                                      "KPI windows closed.", ["kpi"], registry=self.registry)
+        self.watermark = Gauge("kpistream_source_watermark_timestamp_seconds",
+                               "Largest event time seen (moved by the clock when idle).",
+                               ["source"], registry=self.registry)
+        self.lag = Gauge("kpistream_source_lag_messages",
+                         "Messages behind the fetch high watermark.", ["source"],
+                         registry=self.registry)
+        self.info = Gauge("kpistream_rules_info", "The live rule set (version = content hash).",
+                          ["version"], registry=self.registry)
+        self.series = Gauge("kpistream_kpi_series", "Series currently reported per KPI.",
+                            ["kpi"], registry=self.registry)
+        self.use_rules(rules)
+
+    def use_rules(self, rules: RuleSet) -> None:
+        self.snapshot.rules = rules
+        self.info.clear()
+        self.info.labels(rules.version).set(1)
+        for source in rules.sources:
+            for status in STATUSES:
+                self.events.labels(source, status)
+
+    def count(self, source: str, result: IngestResult) -> None:
+        for status in STATUSES:
+            n = getattr(result, status)
+            if n:
+                self.events.labels(source, status).inc(n)
+
+    def publish(self, step: Step) -> None:
+        """Take a step's closed windows and alert transitions into the snapshot."""
+        values = self.snapshot.values
+        for window in step.windows:
+            series = values.setdefault(window.kpi, {})
+            for key, v in window.values.items():
+                series[key] = (v, window.end_ms)
+            self.windows_closed.labels(window.kpi).inc()
+            self._expire(window.kpi, window.end_ms)
+        for t in step.transitions:
+            self.snapshot.firing[(t.alert, t.series)] = 1 if t.state == "firing" else 0
+
+    def _expire(self, kpi: str, latest_end_ms: int) -> None:
+        ttl = self.snapshot.rules.kpis[kpi].series_ttl_ms
+        series = self.snapshot.values[kpi]
+        for key in [k for k, (_, end) in series.items() if end < latest_end_ms - ttl]:
+            del series[key]
+        self.series.labels(kpi).set(len(series))

@@ -1,13 +1,17 @@
-"""The daemon's service tree, run by faust-streaming's worker machinery (``mode``).
+"""The daemon's service tree, built on faust-streaming's service layer (``mode``).
 
-``mode.Worker`` gives signal handling (Ctrl-C, SIGTERM → graceful stop) and ordered start
-and stop of the services: broker (embedded unless one is configured), metrics endpoint,
-ingestion, and for ``demo`` the event generator.
+``mode.Service`` gives ordered start and reverse stop of the parts — broker (embedded unless
+one is configured), metrics endpoint, ingestion, and for ``demo`` the event generator — and
+supervised background tasks; :func:`run_worker` adds signal handling (Ctrl-C, SIGTERM).
+``mode.Worker`` is not used: it logs start-up errors as tracebacks, and a user error (an
+unreachable broker) deserves one clear line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
@@ -122,15 +126,34 @@ def build_daemon(settings: Settings, rules: RuleSet, *,
     return Daemon([broker, metrics, *extra(broker), ingest]), ingest
 
 
-def run_worker(daemon: Daemon, *, loglevel: str = "info") -> int:
-    """Run until Ctrl-C or SIGTERM; return the exit code."""
-    worker = mode.Worker(daemon, loglevel=loglevel, redirect_stdouts=False, quiet=True,
-                         override_logging=True, daemon=True)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as e:
-        return int(e.code or 0)
+def run_worker(daemon: Daemon) -> int:
+    """Run the service tree until Ctrl-C or SIGTERM, then stop it in order; return 0.
+
+    A :class:`~kpistream.errors.KpistreamError` raised while starting (an unreachable broker,
+    a taken metrics port) propagates to the CLI, which prints it without a traceback.
+    """
+    logging.getLogger("mode").setLevel(logging.WARNING)
+    asyncio.run(_serve(daemon))
     return 0
+
+
+async def _serve(daemon: Daemon) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await daemon.start()
+        stopping = asyncio.ensure_future(stop.wait())
+        crashed = asyncio.ensure_future(daemon.wait_until_stopped())
+        await asyncio.wait([stopping, crashed], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        crashed.cancel()
+    finally:
+        await daemon.stop()
+    for part in [daemon, *daemon.parts]:
+        if part.crash_reason is not None:
+            raise part.crash_reason
 
 
 def _host_port(addr: str) -> tuple[str, int]:

@@ -162,8 +162,8 @@ def _check_labels(item, problems) -> None:
 
 
 def _unknown(item, field, value, known, section) -> Problem:
-    return item.problem(field, f'unknown {field} "{value}"; define it under {section}: '
-                        f"{did_you_mean(value, known)}".rstrip())
+    return item.problem(field, f'unknown {field} "{value}"; define it under {section}'
+                        f"{did_you_mean(value, known)}")
 
 
 def _topological(compiled: dict[str, Kpi], kpis, problems) -> dict[str, Kpi]:

@@ -101,19 +101,23 @@ def _context(tree: Any, loc: Loc) -> str:
 
 
 def iter_items(docs: list[RuleDocument], section: str) -> Iterator[Located]:
-    """Every item of ``section`` across documents, with where it came from."""
+    """Every valid item of ``section`` across documents, with where it came from."""
     for doc in docs:
-        tree_items = doc.tree.get(section) if isinstance(doc.tree, dict) else None
-        names = _names_in(tree_items)
+        places = _places_by_name(doc.tree.get(section))
         for spec in getattr(doc.spec, section):
-            index = names.get(spec.name, 0)
+            queue = places.get(spec.name, [0])
+            index = queue.pop(0) if len(queue) > 1 else queue[0]
             yield Located(doc, (section, index), spec)
 
 
-def _names_in(items: Any) -> dict[str, int]:
-    if not isinstance(items, list):
-        return {}
-    return {item.get("name"): i for i, item in enumerate(items) if isinstance(item, dict)}
+def _places_by_name(items: Any) -> dict[str, list[int]]:
+    """Item indexes per name, in file order (duplicates keep every place)."""
+    places: dict[str, list[int]] = {}
+    if isinstance(items, list):
+        for i, item in enumerate(items):
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                places.setdefault(item["name"], []).append(i)
+    return places
 
 
 def check_timezone(docs: list[RuleDocument], problems: list[Problem]) -> str:

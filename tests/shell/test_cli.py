@@ -1,0 +1,79 @@
+"""The command line as users run it: exit codes, messages, and backtest outputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+DATA = Path(__file__).parents[1] / "data"
+GOLDEN = DATA / "backtest"
+
+
+def kpistream(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kpistream", *args], input=stdin,
+                          capture_output=True, timeout=120)
+
+
+def test_backtest_writes_the_expected_files_byte_for_byte(tmp_path):
+    out = tmp_path / "out"
+    done = kpistream("backtest", "--rules", str(GOLDEN / "rules.yaml"), "--events",
+                     f"orders={GOLDEN / 'events.jsonl'}", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert (out / "kpis.csv").read_bytes() == (GOLDEN / "expected_kpis.csv").read_bytes()
+    assert (out / "alerts.csv").read_bytes() == (GOLDEN / "expected_alerts.csv").read_bytes()
+    assert b"events: 7 ok, 1 invalid, 1 late, 0 filtered" in done.stdout
+    rejected = [orjson.loads(line) for line in (out / "rejected.jsonl").read_bytes().splitlines()]
+    assert [(r["line"], r["raw"]) for r in rejected] == [(4, "not json")]
+
+
+def test_backtest_is_the_same_from_csv(tmp_path):
+    rows = [orjson.loads(line) for line in (GOLDEN / "events.jsonl").read_bytes().splitlines()
+            if line.startswith(b"{")]
+    csv_path = tmp_path / "events.csv"
+    csv_path.write_text("ts,status,amount,region\n" + "".join(
+        f"{r['ts']},{r['status']},{r['amount']},{r['region']}\n" for r in rows))
+    done = kpistream("backtest", "--rules", str(GOLDEN / "rules.yaml"), "--events",
+                     str(csv_path), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "kpis.csv").read_bytes() == \
+        (GOLDEN / "expected_kpis.csv").read_bytes()
+
+
+def test_check_lists_every_problem_and_exits_1(tmp_path):
+    (tmp_path / "a.yaml").write_text("kpis:\n  - {name: x, source: s, agg: count(), window: 1m}\n")
+    (tmp_path / "b.yaml").write_text("alerts:\n  - {name: y, kpi: z, when: 'value >'}\n")
+    done = kpistream("check", str(tmp_path))
+    assert done.returncode == 1
+    lines = done.stderr.decode().splitlines()
+    assert lines == [
+        f'{tmp_path}/a.yaml:2:23: kpi "x": unknown source "s"; define it under sources',
+        f'{tmp_path}/b.yaml:2:20: alert "y": unknown kpi "z"; define it under kpis',
+        "2 problem(s) found",
+    ]
+    assert b"Traceback" not in done.stderr
+
+
+def test_check_accepts_the_repository_rules():
+    done = kpistream("check", str(Path(__file__).parents[2] / "rules"))
+    assert done.returncode == 0, done.stderr
+    assert b"OK" in done.stdout
+
+
+def test_user_errors_exit_with_a_message_not_a_traceback(tmp_path):
+    missing = kpistream("backtest", "--rules", str(GOLDEN / "rules.yaml"), "--events",
+                        str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o"))
+    assert missing.returncode == 1
+    assert missing.stderr.strip().endswith(b"nope.jsonl: no such events file")
+    unknown = kpistream("backtest", "--rules", str(GOLDEN / "rules.yaml"), "--events",
+                        f"visits={tmp_path / 'x.jsonl'}", "--out", str(tmp_path / "o"))
+    assert unknown.returncode == 2
+    assert b'unknown source "visits"; the rules have orders' in unknown.stderr
+    bad_broker = kpistream("produce", "--broker", "http://x", "--topic", "t", "-", stdin=b"")
+    assert bad_broker.returncode == 2
+    assert b"unsupported scheme" in bad_broker.stderr
+    for done in (missing, unknown, bad_broker):
+        assert b"Traceback" not in done.stderr
+    assert kpistream("frobnicate").returncode == 2

@@ -130,7 +130,7 @@ def _source_kpi(item, sources, fields, common, problems) -> Kpi | None:
     if spec.where is not None:
         try:
             tree = ex.parse(spec.where)
-            wanted = ex.infer_field_types(tree)
+            wanted = ex.infer_field_types(tree, result=ex.FieldType.BOOL)
             where = ex.to_polars(tree)
         except ex.ExprError as e:
             problems.append(item.problem("where", f"where: {e.message}", column=e.column))

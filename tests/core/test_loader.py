@@ -56,8 +56,8 @@ def test_contract_example_is_checked_as_written(tmp_path):
      "    where: status == and amount > 0\n",
      ['r.yaml:7:22: kpi "gmv": where: unexpected "and"; expected a value']),
     (SOURCE + "kpis:\n  - {name: Gmv, source: orders, agg: count(), window: 1m}\n",
-     ['r.yaml:3:12: kpi "Gmv": invalid name "Gmv"; expected lowercase letters, digits and _ starting '
-      "with a letter (e.g. gmv_total)"]),
+     ['r.yaml:3:12: kpi "Gmv": invalid name "Gmv"; expected lowercase letters, digits and _ '
+      "starting with a letter (e.g. gmv_total)"]),
     (SOURCE + "kpis:\n  - {name: a, source: orders, agg: count(), window: 1m}\n"
      "  - {name: a, source: orders, agg: count(), window: 1m}\n",
      ['r.yaml:4:12: kpi "a": duplicate kpi name "a", first defined at r.yaml:3; names are '
@@ -80,7 +80,8 @@ def test_contract_example_is_checked_as_written(tmp_path):
     ("timezone: Mars/Olympus\n" + SOURCE,
      ['r.yaml:1:11: unknown timezone "Mars/Olympus"; expected an IANA name such as '
       "Asia/Shanghai or UTC"]),
-    ("kpis: [unclosed\n", ["r.yaml:2:1: invalid YAML: expected ',' or ']', but got '<stream end>'"]),
+    ("kpis: [unclosed\n",
+     ["r.yaml:2:1: invalid YAML: expected ',' or ']', but got '<stream end>'"]),
     ("- just\n- a list\n", ["r.yaml:1:1: expected a mapping with keys timezone, sources, kpis, "
                             "alerts, owners"]),
 ])

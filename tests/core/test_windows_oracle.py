@@ -6,6 +6,7 @@ engine's closed windows must equal what a direct computation over the accepted e
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 
@@ -114,7 +115,7 @@ def streamed(evts, window_ms, hop_ms, lateness_ms, cuts):
     values = [orjson.dumps(e) for e in evts]
     windows = []
     bounds = sorted({0, len(values), *(c % (len(values) + 1) for c in cuts)})
-    for a, b in zip(bounds, bounds[1:], strict=False):
+    for a, b in itertools.pairwise(bounds):
         engine.ingest("s", values[a:b])
         windows += engine.advance().windows
     windows += engine.finish().windows

@@ -1,0 +1,90 @@
+"""The engine with explicit times: idle sources, day windows, derived KPIs, TTL, alert timing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+
+from kpistream.core.engine import Engine
+from kpistream.core.loader import load_rules_text
+
+MIN = 60_000
+
+
+def ms(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def ev(ts_ms: int, **fields) -> bytes:
+    return orjson.dumps({"ts": ts_ms, **fields})
+
+
+def engine(kpis: str, alerts: str = "", timezone: str = "UTC") -> Engine:
+    return Engine(load_rules_text(
+        f"timezone: {timezone}\nsources:\n  - {{name: a, topic: ta}}\n  - {{name: b, topic: tb}}\n"
+        f"kpis:\n{kpis}\nalerts:\n{alerts or '  []'}\n"), idle_timeout_ms=15_000)
+
+
+def test_a_quiet_source_still_closes_its_windows():
+    e = engine("  - {name: n, source: a, agg: count(), window: 1m, lateness: 10s}")
+    t0 = ms("2024-01-01T10:00:30")
+    e.ingest("a", [ev(t0)], now_ms=t0)
+    assert e.advance(now_ms=t0 + 14_000).windows == []  # not idle yet
+    assert e.advance(now_ms=t0 + 30_000).windows == []  # watermark t0+30s-10s < 10:01
+    closed = e.advance(now_ms=t0 + 41_000).windows  # 10:01:11 - 10s >= 10:01
+    assert [(w.end_ms, w.values) for w in closed] == [(ms("2024-01-01T10:01:00"), {(): 1.0})]
+
+
+def test_day_windows_start_at_midnight_in_the_rules_timezone():
+    e = engine("  - {name: daily, source: a, agg: sum(x), window: 1d, lateness: 0s}",
+               timezone="Asia/Shanghai")
+    e.ingest("a", [ev(ms("2024-01-01T15:59:59"), x=1), ev(ms("2024-01-01T16:00:00"), x=2),
+                   ev(ms("2024-01-02T16:00:00"), x=4)])
+    closed = e.advance().windows
+    assert [(w.start_ms, w.end_ms, w.values[()]) for w in closed] == [
+        (ms("2023-12-31T16:00:00"), ms("2024-01-01T16:00:00"), 1.0),
+        (ms("2024-01-01T16:00:00"), ms("2024-01-02T16:00:00"), 2.0),
+    ]
+
+
+def test_a_derived_kpi_waits_for_inputs_from_both_sources():
+    e = engine("  - {name: paid, source: a, agg: count(), by: [r], window: 1m, lateness: 0s}\n"
+               "  - {name: seen, source: b, agg: count(), by: [r], window: 1m, lateness: 0s}\n"
+               "  - {name: rate, expr: paid / seen, by: [r], window: 1m}")
+    t = ms("2024-01-01T10:00:00")
+    e.ingest("a", [ev(t, r="x"), ev(t + MIN, r="x")])
+    first = e.advance().windows
+    assert [w.kpi for w in first] == ["paid"]  # seen has not closed 10:01 yet
+    e.ingest("b", [ev(t, r="x"), ev(t + 1, r="x"), ev(t + 2, r="x"), ev(t + 2 * MIN, r="x")])
+    later = {(w.kpi, w.end_ms): w.values for w in e.advance().windows}
+    assert later == {("seen", t + MIN): {("x",): 3.0}, ("seen", t + 2 * MIN): {("x",): 0.0},
+                     ("rate", t + MIN): {("x",): 1 / 3}}  # paid has closed 10:01 only
+    e.ingest("a", [ev(t + 2 * MIN, r="x")])
+    last = {(w.kpi, w.end_ms): w.values for w in e.advance().windows}
+    assert last == {("paid", t + 2 * MIN): {("x",): 1.0}}  # 1 / 0 seen: no rate value
+
+
+def test_a_silent_series_stops_being_reported_after_its_ttl():
+    e = engine("  - {name: n, source: a, agg: count(), by: [r], window: 1m, lateness: 0s, "
+               "series_ttl: 2m}")
+    t = ms("2024-01-01T10:00:00")
+    e.ingest("a", [ev(t, r="gone"), ev(t, r="stays")] + [ev(t + i * MIN, r="stays")
+                                                          for i in range(1, 6)])
+    by_end = {w.end_ms: w.values for w in e.advance().windows}
+    assert by_end[t + MIN] == {("gone",): 1.0, ("stays",): 1.0}
+    assert by_end[t + 3 * MIN] == {("gone",): 0.0, ("stays",): 1.0}
+    assert by_end[t + 4 * MIN] == {("stays",): 1.0}
+
+
+def test_for_fires_at_the_first_close_at_least_for_after_pending():
+    # the contract's example: 1m windows, for: 2m, true at 10:11, 10:12, 10:13 -> fires at 10:13
+    e = engine("  - {name: n, source: a, agg: count(), window: 1m, lateness: 0s}",
+               "  - {name: low, kpi: n, when: value < 5, for: 2m, severity: critical}")
+    t = ms("2024-01-01T10:10:00")
+    counts = [9, 1, 1, 1, 9]  # windows ending 10:11 ... 10:15
+    e.ingest("a", [ev(t + i * MIN + j) for i, c in enumerate(counts) for j in range(c)]
+             + [ev(t + 5 * MIN)])
+    got = [(x.state, x.at_ms, x.value) for x in e.advance().transitions]
+    assert got == [("firing", ms("2024-01-01T10:14:00"), 1.0),
+                   ("resolved", ms("2024-01-01T10:15:00"), 9.0)]

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from kpistream.core.engine import Engine
 from kpistream.core.loader import load_rules_text
+from kpistream.core.values import format_value
 
 BASE_MS = 1_700_000_040_000  # a minute boundary
 AGGS = {
@@ -141,6 +142,10 @@ def test_streamed_windows_equal_brute_force(raw, window, lateness_s, cuts):
 @settings(max_examples=25, deadline=None)
 @given(events, st.lists(st.integers(0, 200), min_size=1, max_size=8))
 def test_batching_does_not_change_results(raw, cuts):
+    # sums of floats may differ in the last bit with another grouping; the outputs, rendered
+    # with 12 significant digits, are the same
     evts = arrival_order(raw)
     one_batch = streamed(evts, 60_000, None, 10_000, [])
-    assert streamed(evts, 60_000, None, 10_000, cuts) == one_batch
+    batched = streamed(evts, 60_000, None, 10_000, cuts)
+    assert {k: format_value(v) for k, v in batched.items()} == \
+        {k: format_value(v) for k, v in one_batch.items()}

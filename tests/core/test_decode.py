@@ -80,7 +80,8 @@ hostile = st.one_of(
     st.binary(max_size=40),
     st.text(max_size=30).map(str.encode),
     st.builds(lambda v: orjson.dumps({"ts": T, "amount": v}),
-              st.one_of(st.text(max_size=5), st.booleans(), st.lists(st.integers(-1000, 1000), max_size=2))),
+              st.one_of(st.text(max_size=5), st.booleans(),
+                        st.lists(st.integers(-1000, 1000), max_size=2))),
     st.builds(lambda v: orjson.dumps({"ts": v}), st.one_of(st.text(max_size=8), st.none())),
 )
 

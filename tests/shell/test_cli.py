@@ -77,3 +77,18 @@ def test_user_errors_exit_with_a_message_not_a_traceback(tmp_path):
     for done in (missing, unknown, bad_broker):
         assert b"Traceback" not in done.stderr
     assert kpistream("frobnicate").returncode == 2
+
+
+def test_run_with_an_unreachable_broker_retries_then_says_what_to_do(tmp_path):
+    import os
+
+    done = subprocess.run(
+        [sys.executable, "-m", "kpistream", "run", "--rules", str(GOLDEN / "rules.yaml"),
+         "--broker", "kafka://127.0.0.1:9", "--metrics-addr", "127.0.0.1:0"],
+        env={**os.environ, "KPISTREAM_BROKER_WAIT": "1s"}, capture_output=True, timeout=60)
+    assert done.returncode == 1
+    err = done.stderr.decode()
+    assert "broker 127.0.0.1:9 not reachable (Connection refused); retrying in 0.5 s" in err
+    assert err.strip().splitlines()[-1].startswith(
+        "kpistream: broker 127.0.0.1:9 not reachable after ")
+    assert "Traceback" not in err

@@ -4,10 +4,11 @@ Synchronous and clock-free: the caller passes processing time (``now_ms``) when 
 ``kpistream run`` feeds it Kafka batches, ``kpistream backtest`` file batches; nothing else
 differs, so both give the same numbers.
 
-Watermarks are per source: the largest event time seen. An event is *late* for a KPI when it
-is older than ``watermark - lateness`` at its arrival; a window closes when its end is at or
-before ``watermark - lateness``. When a source goes quiet for ``idle_timeout_ms`` of processing
-time, its watermark moves on with the clock, so windows still close when traffic stops.
+Watermarks are per source (see :mod:`kpistream.core.watermarks`): the smallest of its
+partitions' largest event times. An event is *late* for a KPI when it is older than
+``watermark - lateness`` at its arrival; a window closes when its end is at or before
+``watermark - lateness``. Partitions quiet for ``idle_timeout_ms`` of processing time are left
+out, so windows still close when traffic stops.
 
 >>> from kpistream.core.loader import load_rules_text
 >>> rules = load_rules_text('''
@@ -24,7 +25,7 @@ IngestResult(ok=2, invalid=0, late=0, filtered=0, rejected=[])
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -34,6 +35,7 @@ from kpistream.core.decode import Decoder, field_column
 from kpistream.core.derived import DerivedWindows
 from kpistream.core.ruleset import Kpi, RuleSet, Source
 from kpistream.core.values import AlertTransition, ClosedWindow
+from kpistream.core.watermarks import Watermarks
 from kpistream.core.windows import KpiWindows
 
 __all__ = ["Engine", "IngestResult", "Step"]
@@ -63,7 +65,7 @@ class Step:
 class SourceRunner:
     """Decodes one source's batches and keeps the window state of its KPIs."""
 
-    def __init__(self, source: Source, kpis: list[Kpi]) -> None:
+    def __init__(self, source: Source, kpis: list[Kpi], idle_timeout_ms: int) -> None:
         self.source = source
         self.kpis = kpis
         self.decoder = Decoder(source.time_field, source.fields)
@@ -72,31 +74,46 @@ class SourceRunner:
             for k in kpis
         }
         self.max_lateness_ms = max((k.lateness_ms for k in kpis), default=0)
-        self.watermark: int | None = None
-        self._event_watermark: int | None = None
-        self._last_arrival_ms: int | None = None
+        self.watermarks = Watermarks(idle_timeout_ms)
 
-    def ingest(self, values: Sequence[bytes], now_ms: int | None, max_future_ms: int
-               ) -> IngestResult:
+    @property
+    def watermark(self) -> int | None:
+        return self.watermarks.current
+
+    def ingest(self, values: Sequence[bytes], now_ms: int | None, max_future_ms: int,
+               partition: int) -> IngestResult:
         max_time = None if now_ms is None else now_ms + max_future_ms
         decoded = self.decoder.decode(values, max_time_ms=max_time)
         result = IngestResult(invalid=len(decoded.invalid), rejected=decoded.invalid)
         frame = decoded.frame
         if frame.height:
-            self._aggregate(frame, result)
-            top = frame["__ts"].max()
-            self._event_watermark = max(self._event_watermark or top, top)
-            self.watermark = max(self.watermark or top, self._event_watermark)
-        if now_ms is not None and frame.height:
-            self._last_arrival_ms = now_ms
+            self._aggregate(frame, result, self._event_watermarks(partition, now_ms))
+            self.watermarks.observe(partition, frame["__ts"].max(), now_ms)
         return result
 
-    def _aggregate(self, frame: pl.DataFrame, result: IngestResult) -> None:
-        ts, wm = pl.col("__ts"), pl.col("__wm")
-        running = ts.cum_max()
+    def _event_watermarks(self, partition: int, now_ms: int | None) -> pl.Expr:
+        """The watermark each event of a partition's batch meets when it arrives.
+
+        Its own partition's running maximum, capped by the other live partitions' progress,
+        and never below the watermark already reached (windows up to it are closed).
+        """
+        running = pl.col("__ts").cum_max()
+        own = self.watermarks.high(partition)
+        if own is not None:
+            running = pl.max_horizontal(running, pl.lit(own))
+        others = self.watermarks.others_floor(partition, now_ms)
+        if others == float("-inf"):  # a live partition has no data yet: only what is closed
+            running = pl.lit(0)
+        elif others != float("inf"):
+            running = pl.min_horizontal(running, pl.lit(others))
         if self.watermark is not None:
             running = pl.max_horizontal(running, pl.lit(self.watermark))
-        lazy = frame.lazy().with_columns(running.alias("__wm"))
+        return running
+
+    def _aggregate(self, frame: pl.DataFrame, result: IngestResult, watermarks: pl.Expr
+                   ) -> None:
+        ts, wm = pl.col("__ts"), pl.col("__wm")
+        lazy = frame.lazy().with_columns(watermarks.alias("__wm"))
         queries = [self._query(lazy, k) for k in self.kpis]
         on_time = ts >= wm - self.max_lateness_ms
         matched = pl.any_horizontal([_where(k) for k in self.kpis]) if self.kpis else pl.lit(False)
@@ -117,15 +134,6 @@ class SourceRunner:
         partials = [e.alias(f"__p{i}") for i, e in enumerate(kpi.agg.partial_exprs(column))]
         return lazy.filter(keep).group_by(keys).agg(partials)
 
-    def advance_idle(self, now_ms: int, idle_timeout_ms: int) -> None:
-        """Move the watermark with the clock once the source has been quiet long enough."""
-        if self._last_arrival_ms is None or self._event_watermark is None:
-            return
-        quiet = now_ms - self._last_arrival_ms
-        if quiet >= idle_timeout_ms:
-            moved = self._event_watermark + quiet
-            self.watermark = max(self.watermark or moved, moved)
-
 
 def _where(kpi: Kpi) -> pl.Expr:
     return pl.lit(True) if kpi.where is None else kpi.where.fill_null(False)
@@ -139,23 +147,27 @@ class Engine:
         self.rules = rules
         self.idle_timeout_ms = idle_timeout_ms
         self.max_future_ms = max_future_ms
-        self.sources = {n: SourceRunner(s, rules.kpis_of(n)) for n, s in rules.sources.items()}
+        self.sources = {n: SourceRunner(s, rules.kpis_of(n), idle_timeout_ms)
+                        for n, s in rules.sources.items()}
         self.windows = {k: w for r in self.sources.values() for k, w in r.windows.items()}
         self.derived = {k.name: _derived(k, rules) for k in rules.kpis.values() if k.derived}
         self.alerts: dict[str, list[AlertMachine]] = {}
         for rule in rules.alerts:
             self.alerts.setdefault(rule.kpi, []).append(AlertMachine(rule))
 
-    def ingest(self, source: str, values: Sequence[bytes], now_ms: int | None = None
-               ) -> IngestResult:
-        """Add a batch of raw messages of ``source``."""
-        return self.sources[source].ingest(values, now_ms, self.max_future_ms)
+    def ingest(self, source: str, values: Sequence[bytes], now_ms: int | None = None, *,
+               partition: int = 0) -> IngestResult:
+        """Add a batch of raw messages of one partition of ``source``, in partition order."""
+        return self.sources[source].ingest(values, now_ms, self.max_future_ms, partition)
+
+    def assign(self, source: str, partitions: Iterable[int], now_ms: int | None = None) -> None:
+        """The partitions of ``source`` this worker reads (after a rebalance)."""
+        self.sources[source].watermarks.assign(partitions, now_ms)
 
     def advance(self, now_ms: int | None = None) -> Step:
-        """Close every window the watermarks allow (and idle sources, given ``now_ms``)."""
-        if now_ms is not None:
-            for runner in self.sources.values():
-                runner.advance_idle(now_ms, self.idle_timeout_ms)
+        """Close every window the watermarks allow (idle partitions left out, given ``now_ms``)."""
+        for runner in self.sources.values():
+            runner.watermarks.advance(now_ms)
         step = Step()
         for runner in self.sources.values():
             if runner.watermark is None:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import mode
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from kpistream.core.engine import Engine, Step
@@ -47,6 +47,7 @@ class IngestService(mode.Service):
         self.dead_letters: AIOKafkaProducer | None = None
         #: set once partitions are assigned and the first poll returned (readiness)
         self.polling = False
+        self._lags: dict[TopicPartition, int] = {}
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -54,7 +55,8 @@ class IngestService(mode.Service):
         await wait_for_broker(bootstrap, timeout_s=self.settings.broker_wait / 1000,
                               log=log.warning)
         await ensure_topics(bootstrap, {s.topic: s.partitions for s in self.rules.sources.values()})
-        self.consumer = _consumer(bootstrap, self.settings, list(self.topics))
+        self.consumer = _consumer(bootstrap, self.settings)
+        self.consumer.subscribe(list(self.topics), listener=_Rebalance(self._on_assigned))
         try:
             await self.consumer.start()
             if self.settings.dead_letter_topic:
@@ -82,19 +84,16 @@ class IngestService(mode.Service):
             await self.process(batches)
 
     async def process(self, batches: dict) -> Step:
-        """Ingest one poll's batches, close windows, and hand the step to every sink."""
+        """Ingest one poll's batches (one per partition), close windows, hand the step on."""
         now_ms = int(time.time() * 1000)
-        by_topic: dict[str, list] = {}
         for tp, messages in batches.items():
-            by_topic.setdefault(tp.topic, []).extend(messages)
-            self._lag(tp, messages)
-        for topic, messages in by_topic.items():
             values = [m.value for m in messages]
-            for source in self.topics.get(topic, ()):
-                result = self.engine.ingest(source, values, now_ms)
+            for source in self.topics.get(tp.topic, ()):
+                result = self.engine.ingest(source, values, now_ms, partition=tp.partition)
                 self.exporter.count(source, result)
                 if result.rejected:
                     await self._dead_letter(source, messages, result.rejected)
+            self._lag(tp, messages)
         step = self.engine.advance(now_ms)
         for source, runner in self.engine.sources.items():
             if runner.watermark is not None:
@@ -104,11 +103,25 @@ class IngestService(mode.Service):
         return step
 
     def _lag(self, tp, messages: list) -> None:
+        """Lag from the fetch high watermark (the broker's ListOffsets can be wrong)."""
         assert self.consumer is not None
         high = self.consumer.highwater(tp)
-        if messages and high is not None:
-            for source in self.topics.get(tp.topic, ()):
-                self.exporter.lag.labels(source).set(max(high - messages[-1].offset - 1, 0))
+        if not messages or high is None:
+            return
+        self._lags[tp] = max(high - messages[-1].offset - 1, 0)
+        for source in self.topics.get(tp.topic, ()):
+            total = sum(lag for t, lag in self._lags.items() if t.topic == tp.topic)
+            self.exporter.lag.labels(source).set(total)
+
+    def _on_assigned(self, assigned) -> None:
+        now_ms = int(time.time() * 1000)
+        for source_topic, sources in self.topics.items():
+            partitions = [tp.partition for tp in assigned if tp.topic == source_topic]
+            for source in sources:
+                self.engine.assign(source, partitions, now_ms)
+        self._lags = {tp: lag for tp, lag in self._lags.items() if tp in assigned}
+        log.info("assigned %s", ", ".join(f"{tp.topic}/{tp.partition}" for tp in
+                                          sorted(assigned)) or "nothing")
 
     async def _dead_letter(self, source: str, messages: list, rejected: list) -> None:
         if self.dead_letters is None:
@@ -125,15 +138,27 @@ class IngestService(mode.Service):
             await self.dead_letters.send(topic, m.value or b"", key=m.key, headers=headers)
 
 
-def _consumer(bootstrap: str, settings: Settings, topics: list[str]) -> AIOKafkaConsumer:
+class _Rebalance(ConsumerRebalanceListener):
+    """Tells the engine which partitions this worker reads, so watermarks wait for them."""
+
+    def __init__(self, on_assigned: Callable[[set[TopicPartition]], None]) -> None:
+        self.on_assigned = on_assigned
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        return None
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.on_assigned(assigned)
+
+
+def _consumer(bootstrap: str, settings: Settings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        *topics,
         bootstrap_servers=bootstrap,
         group_id=settings.group_id,
         auto_offset_reset=settings.start_from,
         session_timeout_ms=settings.session_timeout,
         heartbeat_interval_ms=max(settings.session_timeout // 3, 100),
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=1024 * 1024,
+        fetch_max_bytes=16 * 1024 * 1024,
         enable_auto_commit=True,
     )

@@ -88,3 +88,28 @@ def test_for_fires_at_the_first_close_at_least_for_after_pending():
     got = [(x.state, x.at_ms, x.value) for x in e.advance().transitions]
     assert got == [("firing", ms("2024-01-01T10:14:00"), 1.0),
                    ("resolved", ms("2024-01-01T10:15:00"), 9.0)]
+
+
+def test_a_partition_read_ahead_does_not_make_the_others_late():
+    # a backlog is fetched one partition at a time: partition 0 gets ten minutes ahead
+    e = engine("  - {name: n, source: a, agg: count(), window: 1m, lateness: 5s}")
+    t = ms("2024-01-01T10:00:00")
+    e.assign("a", [0, 1])
+    e.ingest("a", [ev(t + i * 10_000) for i in range(60)], partition=0)
+    assert e.advance().windows == []  # partition 1 has no data: nothing is final
+    result = e.ingest("a", [ev(t + i * 10_000 + 1) for i in range(60)], partition=1)
+    assert result.late == 0
+    closed = e.advance().windows
+    assert [w.values[()] for w in closed] == [12.0] * 9  # through 10:09 (10:09:50 - 5s)
+
+
+def test_an_idle_partition_stops_holding_the_watermark():
+    e = engine("  - {name: n, source: a, agg: count(), window: 1m, lateness: 0s}")
+    t = ms("2024-01-01T10:00:00")
+    now = t + 2 * MIN  # the clock, a little after the events
+    e.assign("a", [0, 1], now_ms=now)
+    e.ingest("a", [ev(t), ev(t + MIN)], now_ms=now + 1_000, partition=0)
+    assert e.advance(now_ms=now + 14_999).windows == []  # 1 may still bring 10:00 data
+    assert [w.end_ms for w in e.advance(now_ms=now + 15_000).windows] == [t + MIN]
+    late = e.ingest("a", [ev(t + 5)], now_ms=now + 15_001, partition=1)
+    assert late.late == 1

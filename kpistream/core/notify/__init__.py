@@ -1,0 +1,1 @@
+"""Alert notification: from alert events to grouped, silenced, rendered notifications."""

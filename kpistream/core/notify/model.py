@@ -1,0 +1,92 @@
+"""What flows from alert evaluation to delivery: alert events, policies, notifications.
+
+Everything here is plain, frozen data so that it pickles, checkpoints and crosses the
+core/shell boundary unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+__all__ = ["AlertEvent", "Notification", "OwnerPolicy", "Silence", "fingerprint"]
+
+
+def fingerprint(alert: str, labels: tuple[tuple[str, str], ...]) -> str:
+    """A stable id of one alert for one series.
+
+    >>> fingerprint("gmv_low", (("region", "east"),))
+    'b50690e8ebee6104'
+    """
+    text = alert + "\0" + "\0".join(f"{k}={v}" for k, v in labels)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """An alert started firing or resolved for one series, with what a message needs."""
+
+    alert: str
+    kpi: str
+    labels: tuple[tuple[str, str], ...]  # (name, value) pairs, sorted by name
+    state: str  # "firing" or "resolved"
+    severity: str  # "info", "warning" or "critical"
+    at_ms: int  # the window end at which the change happened
+    since_ms: int  # when the condition first held (the breach began)
+    value: float | None  # the KPI's value at at_ms (the recovery value when resolved)
+    condition: str  # the when: text, e.g. "value < 1000"
+    owner: str | None
+    kpi_title: str | None = None
+    unit: str | None = None
+    summary: str | None = None
+    notify: bool = True  # False: shadow mode, evaluated and exported but never sent
+    #: recent (window_end_ms, value) points of the series, oldest first, for charts
+    history: tuple[tuple[int, float], ...] = ()
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.alert, self.labels)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerPolicy:
+    """How one owner wants to be notified."""
+
+    name: str
+    urls: tuple[str, ...]  # Apprise URLs, ${ENV_VAR} references not yet expanded
+    language: str = "zh"  # "zh" or "en"
+    group_wait_ms: int = 0
+    repeat_interval_ms: int = 4 * 3_600_000
+    send_resolved: bool = True
+    quiet_hours: tuple[int, int] | None = None  # (start, end) minutes after local midnight
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """Mutes matching alerts between starts_ms and ends_ms.
+
+    ``matchers`` maps ``alert``, ``kpi``, ``severity``, ``owner`` or a label name to the value
+    it must equal; every matcher must match.
+    """
+
+    id: str
+    matchers: tuple[tuple[str, str], ...]
+    starts_ms: int
+    ends_ms: int
+    comment: str = ""
+    created_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One message for one owner: a group of alert events, ready to render and send."""
+
+    id: str  # deterministic: same events, same id (delivery deduplicates on it)
+    owner: str
+    urls: tuple[str, ...]
+    language: str
+    events: tuple[AlertEvent, ...]
+    created_ms: int
+    repeat: bool = False  # a reminder for alerts still firing
+

@@ -1,89 +1,171 @@
-"""The alert state machine: inactive → pending → firing → resolved, per alert and series.
+"""Alert evaluation: inactive → pending → firing → resolved, per alert, severity and series.
 
 Evaluated at each closed window of the alert's KPI, as the contract says: pending at the
-first close where ``when`` holds, firing at the first close at least ``for`` later while it
-held at every close in between, resolved at the first close where it no longer holds (or the
-series has no value).
+first close where the condition holds, firing at the first close at least ``for`` later while
+it held at every close in between, resolved at the first close where it no longer holds (or
+the series has no value). ``keep_firing_for`` holds a firing alert that long after its
+condition stops; ``resolve_when`` replaces "no longer holds" by a condition of its own.
+Each ``levels:`` severity runs its own state machine; absence alerts fire for a series that
+had no events for ``absent_for``.
 
->>> from kpistream.core.ruleset import Alert
+>>> from kpistream.core.loader import load_rules_text
 >>> from kpistream.core.values import ClosedWindow
->>> rule = Alert("low", "gmv", lambda env: env["value"] < 10, "value < 10", 120_000,
-...              "critical", None)
->>> m = AlertMachine(rule)
+>>> rules = load_rules_text('''
+... sources: [{name: s, topic: t}]
+... kpis: [{name: gmv, source: s, agg: sum(x), by: [region], window: 1m}]
+... alerts: [{name: low, kpi: gmv, when: value < 10, for: 2m, severity: critical}]
+... ''')
+>>> evaluator = AlertEvaluator(rules.alerts[0], rules)
 >>> for end, v in [(60_000, 5.0), (120_000, 4.0), (180_000, 3.0), (240_000, 50.0)]:
-...     for t in m.evaluate(ClosedWindow("gmv", end - 60_000, end, {("east",): v})):
-...         print(t.state, t.at_ms, t.value, t.since_ms)
-firing 180000 3.0 60000
-resolved 240000 50.0 60000
+...     evaluator.offer(ClosedWindow("gmv", end - 60_000, end, {("east",): v}))
+...     for e in evaluator.evaluate({"gmv": end}):
+...         print(e.state, e.at_ms, e.value, e.since_ms, e.labels)
+firing 180000 3.0 60000 (('region', 'east'),)
+resolved 240000 50.0 60000 (('region', 'east'),)
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kpistream.core.ruleset import Alert
-from kpistream.core.values import AlertState, AlertTransition, ClosedWindow, SeriesKey
+from kpistream.core.baselines import SeriesHistory
+from kpistream.core.expr import ExprError
+from kpistream.core.join import WindowJoin
+from kpistream.core.notify.model import AlertEvent
+from kpistream.core.ruleset import Alert, RuleSet
+from kpistream.core.values import AlertState, ClosedWindow, SeriesKey
+from kpistream.core.windows import KpiWindows
 
-__all__ = ["AlertMachine", "SeriesAlert"]
+__all__ = ["AlertEvaluator", "SeriesAlert"]
+
+#: Points of the series carried by each alert event, for charts.
+CHART_POINTS = 60
 
 
 @dataclass
 class SeriesAlert:
-    """The state of one alert for one series."""
+    """The state of one alert severity for one series."""
 
     state: AlertState
     since_ms: int
+    last_true_ms: int
 
 
-class AlertMachine:
-    """Evaluates one alert rule over its KPI's closed windows."""
+class AlertEvaluator:
+    """Evaluates one alert rule over its KPI's (and its inputs') closed windows."""
 
-    def __init__(self, rule: Alert) -> None:
+    def __init__(self, rule: Alert, rules: RuleSet, windows: KpiWindows | None = None) -> None:
         self.rule = rule
-        self.series: dict[SeriesKey, SeriesAlert] = {}
+        self.kpi = rules.kpis[rule.kpi]
+        names = (rule.kpi, *rule.inputs)
+        zero = {n for n in names if (a := rules.kpis[n].agg) is not None and a.zero_when_empty}
+        self.join = WindowJoin({n: rules.kpis[n].by for n in names}, self.kpi.by, zero=zero)
+        self.windows = windows
+        self.states: dict[tuple[str, SeriesKey], SeriesAlert] = {}
+        self.histories: dict[SeriesKey, SeriesHistory] = {}
+        self._hop_ms = self.kpi.hop_ms or self.kpi.window_ms
+        self._keep_ms = max(rule.lookback_ms, CHART_POINTS * self._hop_ms)
 
-    def evaluate(self, window: ClosedWindow) -> list[AlertTransition]:
-        """Advance every series' state with this window; return the transitions."""
-        out: list[AlertTransition] = []
-        for key, value in window.values.items():
-            holds = self._holds(value)
-            transition = self._step(key, holds, value, window.end_ms)
-            if transition:
-                out.append(transition)
-        for key in [k for k in self.series if k not in window.values]:
-            transition = self._step(key, False, None, window.end_ms)
-            if transition:
-                out.append(transition)
-        return out
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.join.inputs
 
-    def firing(self) -> dict[SeriesKey, SeriesAlert]:
-        return {k: s for k, s in self.series.items() if s.state is AlertState.FIRING}
+    def offer(self, window: ClosedWindow) -> None:
+        self.join.offer(window)
 
-    def _holds(self, value: float) -> bool:
-        try:
-            return self.rule.when({"value": value}) is True
-        except (ArithmeticError, ValueError):
-            return False
+    def evaluate(self, closed_through: Mapping[str, int | None]) -> list[AlertEvent]:
+        """Advance every series with the windows all inputs have closed; return transitions."""
+        events: list[AlertEvent] = []
+        for _, end, rows in self.join.ready(closed_through):
+            keys = set(rows) | {key for _, key in self.states}
+            if self.rule.absent_for_ms is not None and self.windows is not None:
+                keys |= set(self.windows.series)
+            for key in sorted(keys):
+                row = rows.get(key, {})
+                value = row.get(self.rule.kpi)
+                history = self.histories.setdefault(key, SeriesHistory(self._hop_ms,
+                                                                       self._keep_ms))
+                env = {**row, "value": value, "__history": history, "__end": end}
+                for severity, holds in self._verdicts(key, env, end):
+                    event = self._step(severity, key, holds, env, end)
+                    if event is not None:
+                        events.append(event)
+                if value is not None:
+                    history.add(end, value)
+        return events
 
-    def _step(self, key: SeriesKey, holds: bool, value: float | None, at_ms: int
-              ) -> AlertTransition | None:
-        current = self.series.get(key)
+    def firing(self) -> list[tuple[str, SeriesKey]]:
+        """(severity, series) pairs firing now."""
+        return [k for k, s in self.states.items() if s.state is AlertState.FIRING]
+
+    def _verdicts(self, key: SeriesKey, env: dict, end: int) -> list[tuple[str, bool]]:
+        if self.rule.absent_for_ms is not None:
+            return [(self.rule.severity, self._absent(key, end))]
+        if env["value"] is None:
+            return [(c.severity, False) for c in self.rule.conditions]
+        return [(c.severity, _holds(c.test, env)) for c in self.rule.conditions]
+
+    def _absent(self, key: SeriesKey, end: int) -> bool:
+        seen = self.windows.series.get(key) if self.windows is not None else None
+        if seen is None:  # expired: silent ever since
+            return (self.rule.severity, key) in self.states
+        last_event_end = self.kpi.calendar.pane_end(seen[1])
+        return end - last_event_end >= self.rule.absent_for_ms
+
+    def _step(self, severity: str, key: SeriesKey, holds: bool, env: dict, at_ms: int
+              ) -> AlertEvent | None:
+        state = self.states.get((severity, key))
+        if state is not None and state.state is AlertState.FIRING:
+            return self._while_firing(severity, key, state, holds, env, at_ms)
         if not holds:
-            if current is None:
-                return None
-            del self.series[key]
-            if current.state is AlertState.FIRING:
-                return self._transition(key, "resolved", at_ms, value, current.since_ms)
+            self.states.pop((severity, key), None)
             return None
-        if current is None:
-            current = self.series[key] = SeriesAlert(AlertState.PENDING, at_ms)
-        if current.state is AlertState.PENDING and at_ms - current.since_ms >= self.rule.for_ms:
-            current.state = AlertState.FIRING
-            return self._transition(key, "firing", at_ms, value, current.since_ms)
+        if state is None:
+            state = self.states[(severity, key)] = SeriesAlert(AlertState.PENDING, at_ms, at_ms)
+        state.last_true_ms = at_ms
+        if at_ms - state.since_ms >= self.rule.for_ms:
+            state.state = AlertState.FIRING
+            return self._event(severity, key, "firing", at_ms, env, state.since_ms)
         return None
 
-    def _transition(self, key: SeriesKey, state: str, at_ms: int, value: float | None,
-                    since_ms: int) -> AlertTransition:
-        rule = self.rule
-        return AlertTransition(rule.name, rule.kpi, key, state, at_ms, value, rule.severity,
-                               since_ms)
+    def _while_firing(self, severity: str, key: SeriesKey, state: SeriesAlert, holds: bool,
+                      env: dict, at_ms: int) -> AlertEvent | None:
+        if self.rule.resolve is not None:
+            done = env["value"] is not None and _holds(self.rule.resolve, env)
+        else:
+            if holds:
+                state.last_true_ms = at_ms
+            done = not holds and at_ms - state.last_true_ms >= self.rule.keep_firing_for_ms
+        if not done:
+            return None
+        del self.states[(severity, key)]
+        return self._event(severity, key, "resolved", at_ms, env, state.since_ms)
+
+    def _event(self, severity: str, key: SeriesKey, state: str, at_ms: int, env: dict,
+               since_ms: int) -> AlertEvent:
+        rule, kpi = self.rule, self.kpi
+        value = env["value"]
+        history = self.histories[key].recent(CHART_POINTS - 1)
+        if value is not None:
+            history = (*history, (at_ms, value))
+        return AlertEvent(
+            alert=rule.name, kpi=rule.kpi, labels=tuple(sorted(zip(kpi.labels, key,
+                                                                   strict=True))),
+            state=state, severity=severity, at_ms=at_ms, since_ms=since_ms, value=value,
+            condition=_condition_text(rule, severity), owner=rule.owner, kpi_title=kpi.title,
+            unit=kpi.unit, summary=rule.summary, notify=rule.notify, history=history)
+
+
+def _holds(test, env: dict) -> bool:
+    try:
+        return test(env) is True
+    except (ExprError, ArithmeticError, ValueError, TypeError):
+        return False
+
+
+def _condition_text(rule: Alert, severity: str) -> str:
+    for condition in rule.conditions:
+        if condition.severity == severity:
+            return condition.text
+    return rule.condition_text

@@ -14,15 +14,17 @@ from graphlib import CycleError, TopologicalSorter
 from kpistream.core import expr as ex
 from kpistream.core.aggregates import AggError, parse_agg
 from kpistream.core.calendar import calendar_for
+from kpistream.core.compile_alerts import (
+    compile_alert,
+    compile_owner,
+    compile_silence,
+    unknown_reference,
+)
 from kpistream.core.documents import Located, RuleDocument, check_timezone, iter_items
-from kpistream.core.hints import did_you_mean
-from kpistream.core.ruleset import Alert, Kpi, Owner, RuleSet, Source, label_name
+from kpistream.core.ruleset import Kpi, RuleSet, Source, label_name
 from kpistream.errors import Problem
 
-__all__ = ["ALERT_NAMES", "RESERVED_LABELS", "compile_rules"]
-
-#: Names a ``when:`` condition can read.
-ALERT_NAMES = ("value",)
+__all__ = ["RESERVED_LABELS", "compile_rules"]
 RESERVED_LABELS = frozenset({"kpi", "alert", "severity"})
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -36,6 +38,7 @@ def compile_rules(
     kpis = _unique(iter_items(docs, "kpis"), "kpi", problems)
     alerts = _unique(iter_items(docs, "alerts"), "alert", problems)
     owners = _unique(iter_items(docs, "owners"), "owner", problems)
+    silences = list(iter_items(docs, "silences"))
     fields: dict[str, dict[str, ex.FieldType]] = {name: {} for name in sources}
     compiled: dict[str, Kpi] = {}
     for item in kpis.values():
@@ -48,9 +51,11 @@ def compile_rules(
         timezone=timezone,
         sources={n: _source(i.spec, fields[n]) for n, i in sources.items()},
         kpis=ordered,
-        alerts=tuple(a for a in (_compile_alert(i, ordered, kpis, owners, problems)
+        alerts=tuple(a for a in (compile_alert(i, ordered, kpis, owners, problems)
                                  for i in alerts.values()) if a),
-        owners={n: Owner(n, tuple(i.spec.notify)) for n, i in owners.items()},
+        owners={n: compile_owner(i, timezone) for n, i in owners.items()},
+        silences=tuple(s for s in (compile_silence(i, n, problems)
+                                   for n, i in enumerate(silences)) if s),
         files=files,
         text_digest=digest,
     )
@@ -83,7 +88,7 @@ def _compile_kpi(item, sources, kpis, owners, fields, timezone, problems) -> Kpi
         calendar = None
     _check_labels(item, problems)
     if spec.owner is not None and spec.owner not in owners:
-        problems.append(_unknown(item, "owner", spec.owner, owners, "owners"))
+        problems.append(unknown_reference(item, "owner", spec.owner, owners, "owners"))
     common = dict(
         name=spec.name, window_ms=spec.window, hop_ms=spec.hop, calendar=calendar,
         by=tuple(spec.by), lateness_ms=spec.lateness, series_ttl_ms=spec.series_ttl,
@@ -119,7 +124,7 @@ def _source_kpi(item, sources, fields, common, problems) -> Kpi | None:
                                      "events) or expr (a formula over other KPIs)"))
         return None
     if spec.source not in sources:
-        problems.append(_unknown(item, "source", spec.source, sources, "sources"))
+        problems.append(unknown_reference(item, "source", spec.source, sources, "sources"))
         return None
     try:
         agg = parse_agg(spec.agg)
@@ -161,9 +166,6 @@ def _check_labels(item, problems) -> None:
                                         "starting with __), and none of kpi, alert, severity"))
 
 
-def _unknown(item, field, value, known, section) -> Problem:
-    return item.problem(field, f'unknown {field} "{value}"; define it under {section}'
-                        f"{did_you_mean(value, known)}")
 
 
 def _topological(compiled: dict[str, Kpi], kpis, problems) -> dict[str, Kpi]:
@@ -192,22 +194,3 @@ def _check_derived(ordered: dict[str, Kpi], kpis, problems) -> None:
                 problems.append(kpis[kpi.name].problem(None, f"by {list(kpi.by)} differs from "
                                                        f'input "{name}" by {list(source.by)}; '
                                                        "a derived KPI has its inputs' dimensions"))
-
-
-def _compile_alert(item, ordered, kpis, owners, problems) -> Alert | None:
-    spec = item.spec
-    if spec.kpi not in kpis:
-        problems.append(_unknown(item, "kpi", spec.kpi, kpis, "kpis"))
-        return None
-    if spec.owner is not None and spec.owner not in owners:
-        problems.append(_unknown(item, "owner", spec.owner, owners, "owners"))
-    try:
-        when = ex.to_python(ex.parse(spec.when), allowed_names=ALERT_NAMES)
-    except ex.ExprError as e:
-        problems.append(item.problem("when", f"when: {e.message}", column=e.column))
-        return None
-    if spec.kpi not in ordered:
-        return None
-    owner = spec.owner or ordered[spec.kpi].owner
-    return Alert(spec.name, spec.kpi, when, spec.when, spec.for_, spec.severity, owner,
-                 spec.summary)

@@ -18,7 +18,14 @@ from pydantic import BaseModel
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
-from kpistream.core.spec import AlertSpec, KpiSpec, OwnerSpec, RuleFileSpec, SourceSpec
+from kpistream.core.spec import (
+    AlertSpec,
+    KpiSpec,
+    OwnerSpec,
+    RuleFileSpec,
+    SilenceSpec,
+    SourceSpec,
+)
 from kpistream.errors import Problem
 
 __all__ = ["SECTIONS", "Loc", "Located", "RuleDocument", "check_timezone", "iter_items"]
@@ -28,6 +35,7 @@ SECTIONS: dict[str, tuple[str, type[BaseModel]]] = {
     "kpis": ("kpi", KpiSpec),
     "alerts": ("alert", AlertSpec),
     "owners": ("owner", OwnerSpec),
+    "silences": ("silence", SilenceSpec),
 }
 Loc = tuple[str | int, ...]
 
@@ -104,8 +112,8 @@ def iter_items(docs: list[RuleDocument], section: str) -> Iterator[Located]:
     """Every valid item of ``section`` across documents, with where it came from."""
     for doc in docs:
         places = _places_by_name(doc.tree.get(section))
-        for spec in getattr(doc.spec, section):
-            queue = places.get(spec.name, [0])
+        for position, spec in enumerate(getattr(doc.spec, section)):
+            queue = places.get(getattr(spec, "name", None), [position])  # unnamed: by order
             index = queue.pop(0) if len(queue) > 1 else queue[0]
             yield Located(doc, (section, index), spec)
 

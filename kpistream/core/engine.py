@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from kpistream.core.alerts import AlertMachine
+from kpistream.core.alerts import AlertEvaluator
 from kpistream.core.decode import Decoder, field_column
 from kpistream.core.derived import DerivedWindows
+from kpistream.core.notify.model import AlertEvent
 from kpistream.core.ruleset import Kpi, RuleSet, Source
-from kpistream.core.values import AlertTransition, ClosedWindow
+from kpistream.core.values import ClosedWindow
 from kpistream.core.watermarks import Watermarks
 from kpistream.core.windows import KpiWindows
 
@@ -59,7 +60,7 @@ class Step:
     """What closing windows produced: KPI values and alert transitions, in time order."""
 
     windows: list[ClosedWindow] = field(default_factory=list)
-    transitions: list[AlertTransition] = field(default_factory=list)
+    transitions: list[AlertEvent] = field(default_factory=list)
 
 
 class SourceRunner:
@@ -151,9 +152,8 @@ class Engine:
                         for n, s in rules.sources.items()}
         self.windows = {k: w for r in self.sources.values() for k, w in r.windows.items()}
         self.derived = {k.name: _derived(k, rules) for k in rules.kpis.values() if k.derived}
-        self.alerts: dict[str, list[AlertMachine]] = {}
-        for rule in rules.alerts:
-            self.alerts.setdefault(rule.kpi, []).append(AlertMachine(rule))
+        self.alerts = [AlertEvaluator(rule, rules, self.windows.get(rule.kpi))
+                       for rule in rules.alerts]
 
     def ingest(self, source: str, values: Sequence[bytes], now_ms: int | None = None, *,
                partition: int = 0) -> IngestResult:
@@ -198,9 +198,12 @@ class Engine:
                     derived.offer(window)
             limits = {i: self.closed_through(i) for i in derived.inputs}
             step.windows.extend(derived.close(limits))
-        for window in sorted(step.windows, key=lambda w: w.end_ms):
-            for machine in self.alerts.get(window.kpi, ()):
-                step.transitions.extend(machine.evaluate(window))
+        for evaluator in self.alerts:
+            for window in step.windows:
+                evaluator.offer(window)
+            limits = {i: self.closed_through(i) for i in evaluator.inputs}
+            step.transitions.extend(evaluator.evaluate(limits))
+        step.transitions.sort(key=lambda e: e.at_ms)
         return step
 
 

@@ -15,8 +15,9 @@ import polars as pl
 from kpistream.core.aggregates import Aggregation
 from kpistream.core.calendar import Calendar
 from kpistream.core.expr import FieldType
+from kpistream.core.notify.model import Silence
 
-__all__ = ["Alert", "Kpi", "Owner", "RuleSet", "Source", "label_name"]
+__all__ = ["Alert", "Condition", "Kpi", "Owner", "RuleSet", "Source", "label_name"]
 
 Formula = Callable[[Mapping[str, object]], object]
 
@@ -72,23 +73,57 @@ class Kpi:
 
 
 @dataclass(frozen=True, eq=False)
+class Condition:
+    """One severity of an alert and the condition that makes it fire."""
+
+    severity: str
+    test: Formula
+    text: str
+
+
+@dataclass(frozen=True, eq=False)
 class Alert:
-    """A condition evaluated at each window close of ``kpi``, per series."""
+    """Conditions evaluated at each window close of ``kpi``, per series.
+
+    ``conditions`` holds one entry per severity (``levels:``), or one for ``when:``; an
+    absence alert (``absent_for``) has none and fires for a series silent that long.
+    """
 
     name: str
     kpi: str
-    when: Formula
-    when_text: str
-    for_ms: int
+    conditions: tuple[Condition, ...]
     severity: str
     owner: str | None
+    for_ms: int = 0
+    keep_firing_for_ms: int = 0
+    resolve: Formula | None = None
+    absent_for_ms: int | None = None
     summary: str | None = None
+    notify: bool = True
+    #: other KPIs (same dimensions) the conditions read, and how far back they look
+    inputs: tuple[str, ...] = ()
+    lookback_ms: int = 0
+
+    @property
+    def severities(self) -> tuple[str, ...]:
+        return tuple(c.severity for c in self.conditions) or (self.severity,)
+
+    @property
+    def condition_text(self) -> str:
+        if self.absent_for_ms is not None:
+            return f"absent_for: {self.absent_for_ms // 1000}s"
+        return " / ".join(c.text for c in self.conditions)
 
 
 @dataclass(frozen=True)
 class Owner:
     name: str
     notify: tuple[str, ...]
+    language: str = "zh"
+    group_wait_ms: int = 0
+    repeat_interval_ms: int = 4 * 3_600_000
+    send_resolved: bool = True
+    quiet_hours: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +135,7 @@ class RuleSet:
     kpis: Mapping[str, Kpi]
     alerts: tuple[Alert, ...]
     owners: Mapping[str, Owner]
+    silences: tuple[Silence, ...] = ()
     files: tuple[str, ...] = field(default=())
     text_digest: str = ""
 

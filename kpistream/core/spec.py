@@ -7,13 +7,16 @@ KPIs, duplicates) live in :mod:`kpistream.core.loader`, and the compiled, runtim
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from kpistream.core.durations import parse_duration_ms
 
-__all__ = ["AlertSpec", "KpiSpec", "OwnerSpec", "RuleFileSpec", "SourceSpec"]
+__all__ = ["AlertSpec", "KpiSpec", "LevelSpec", "OwnerSpec", "RuleFileSpec", "SilenceSpec",
+           "SourceSpec"]
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 OWNER_PATTERN = r"^[a-z][a-z0-9_.-]*$"
@@ -25,7 +28,35 @@ def _duration(value: object) -> int:
     return parse_duration_ms(value)
 
 
+def _quiet_hours(value: object) -> tuple[int, int]:
+    match = _QUIET.fullmatch(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"expected HH:MM-HH:MM in the rules' timezone, e.g. 22:00-08:00, "
+                         f"got {value!r}")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
+        raise ValueError(f"hours 00-23 and minutes 00-59, got {value!r}")
+    return h1 * 60 + m1, h2 * 60 + m2
+
+
+def _moment(value: object) -> datetime:
+    moment = value if isinstance(value, datetime) else None
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValueError(f"expected an RFC 3339 time with an offset, e.g. "
+                         f"2026-11-23T18:00:00+08:00, got {value!r}")
+    return moment
+
+
+_QUIET = re.compile(r"(\d\d):(\d\d)-(\d\d):(\d\d)")
 DurationMs = Annotated[int, BeforeValidator(_duration)]
+QuietHours = Annotated[tuple[int, int], BeforeValidator(_quiet_hours)]
+Moment = Annotated[datetime, BeforeValidator(_moment)]
+Severity = Literal["info", "warning", "critical"]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 OwnerName = Annotated[str, Field(pattern=OWNER_PATTERN)]
 
@@ -63,16 +94,28 @@ class KpiSpec(_Spec):
     owner: str | None = None
 
 
+class LevelSpec(_Spec):
+    """One severity of a multi-level alert: the first level whose condition holds applies."""
+
+    severity: Severity
+    when: str
+
+
 class AlertSpec(_Spec):
     """A condition over a KPI's closed windows, per series."""
 
     name: Name
     kpi: str
-    when: str
+    when: str | None = None
+    levels: list[LevelSpec] | None = None
+    absent_for: DurationMs | None = None
     for_: DurationMs = Field(default=0, alias="for")
-    severity: Literal["info", "warning", "critical"] = "warning"
+    keep_firing_for: DurationMs = 0
+    resolve_when: str | None = None
+    severity: Severity = "warning"
     owner: str | None = None
     summary: str | None = None
+    notify: bool = True
 
 
 class OwnerSpec(_Spec):
@@ -80,6 +123,21 @@ class OwnerSpec(_Spec):
 
     name: OwnerName
     notify: list[str] = Field(default_factory=list)
+    language: Literal["zh", "en"] = "zh"
+    group_wait: DurationMs = 0
+    repeat_interval: DurationMs = 4 * 3_600_000
+    send_resolved: bool = True
+    quiet_hours: QuietHours | None = None
+
+
+class SilenceSpec(_Spec):
+    """Mutes matching alerts for a bounded time; kept in git, so it must expire."""
+
+    matchers: dict[str, str] = Field(min_length=1)
+    starts: Moment
+    ends: Moment
+    comment: str = Field(min_length=1)
+    created_by: str | None = None
 
 
 class RuleFileSpec(_Spec):
@@ -90,3 +148,4 @@ class RuleFileSpec(_Spec):
     kpis: list[KpiSpec] = Field(default_factory=list)
     alerts: list[AlertSpec] = Field(default_factory=list)
     owners: list[OwnerSpec] = Field(default_factory=list)
+    silences: list[SilenceSpec] = Field(default_factory=list)

@@ -1,4 +1,4 @@
-"""The values that flow out of the core: closed windows and alert transitions."""
+"""The values that flow out of the window state: closed windows, and alert states."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
 
-__all__ = ["AlertState", "AlertTransition", "ClosedWindow", "SeriesKey", "format_value"]
+__all__ = ["AlertState", "ClosedWindow", "SeriesKey", "format_value"]
 
 #: A series is identified within its KPI by its label values, in the KPI's ``by`` order.
 SeriesKey = tuple[str, ...]
@@ -28,20 +28,6 @@ class AlertState(Enum):
     INACTIVE = "inactive"
     PENDING = "pending"
     FIRING = "firing"
-
-
-@dataclass(frozen=True, slots=True)
-class AlertTransition:
-    """An alert started firing or resolved for one series at window end ``at_ms``."""
-
-    alert: str
-    kpi: str
-    series: SeriesKey
-    state: str  # "firing" or "resolved"
-    at_ms: int
-    value: float | None
-    severity: str
-    since_ms: int
 
 
 def format_value(value: float) -> str:

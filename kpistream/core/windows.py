@@ -66,13 +66,11 @@ class KpiWindows:
                 seen[0] = pane
 
     def close(self, limit_ms: int) -> list[ClosedWindow]:
-        """Close every window ending at or before ``limit_ms``, in order."""
+        """Close every window ending at or before ``limit_ms``, in order (empty ones too)."""
         closed: list[ClosedWindow] = []
         while self.next_end is not None and self.next_end <= limit_ms:
             end = self.next_end
-            window = self._close_one(end)
-            if window.values:
-                closed.append(window)
+            closed.append(self._close_one(end))
             self.next_end = self._following_end(end)
         if self.closed_through is None or limit_ms > self.closed_through:
             self.closed_through = limit_ms

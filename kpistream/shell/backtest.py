@@ -17,8 +17,9 @@ import orjson
 import polars as pl
 
 from kpistream.core.engine import Engine, IngestResult, Step
+from kpistream.core.notify.model import AlertEvent
 from kpistream.core.ruleset import RuleSet
-from kpistream.core.values import AlertTransition, ClosedWindow, format_value
+from kpistream.core.values import ClosedWindow, format_value
 from kpistream.errors import EventError, UsageError
 from kpistream.shell.timefmt import rfc3339
 
@@ -41,7 +42,7 @@ class BacktestReport:
 
     counts: Counter = field(default_factory=Counter)
     windows: list[ClosedWindow] = field(default_factory=list)
-    transitions: list[AlertTransition] = field(default_factory=list)
+    transitions: list[AlertEvent] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
 
     def take(self, step: Step) -> None:
@@ -143,10 +144,10 @@ def write_kpis(path: Path, rules: RuleSet, windows: list[ClosedWindow]) -> None:
             out.writerow([kpi, rfc3339(start), rfc3339(end), labels, format_value(value)])
 
 
-def write_alerts(path: Path, rules: RuleSet, transitions: list[AlertTransition]) -> None:
+def write_alerts(path: Path, rules: RuleSet, transitions: list[AlertEvent]) -> None:
     """``alert,kpi,labels,state,at,value,severity``, one row per state change, in time order."""
-    rows = sorted(((t.at_ms, t.alert, _labels(rules.kpis[t.kpi].labels, t.series), t)
-                   for t in transitions), key=lambda r: r[:3])
+    rows = sorted(((t.at_ms, t.alert, _json(dict(t.labels)), t) for t in transitions),
+                  key=lambda r: r[:3])
     with path.open("w", newline="", encoding="utf-8") as f:
         out = csv.writer(f, lineterminator="\n")
         out.writerow(["alert", "kpi", "labels", "state", "at", "value", "severity"])
@@ -156,5 +157,8 @@ def write_alerts(path: Path, rules: RuleSet, transitions: list[AlertTransition])
 
 
 def _labels(names: tuple[str, ...], key: tuple[str, ...]) -> str:
-    return orjson.dumps(dict(zip(names, key, strict=True)),
-                        option=orjson.OPT_SORT_KEYS).decode()
+    return _json(dict(zip(names, key, strict=True)))
+
+
+def _json(labels: dict[str, str]) -> str:
+    return orjson.dumps(labels, option=orjson.OPT_SORT_KEYS).decode()

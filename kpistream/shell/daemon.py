@@ -20,8 +20,8 @@ import mode
 from prometheus_client import start_http_server
 
 from kpistream.core.engine import Step
+from kpistream.core.notify.model import AlertEvent
 from kpistream.core.ruleset import RuleSet
-from kpistream.core.values import AlertTransition
 from kpistream.errors import UsageError
 from kpistream.settings import Settings
 from kpistream.shell.broker import EmbeddedBroker, parse_bootstrap
@@ -95,9 +95,8 @@ class ConsoleAlerts:
         for t in step.transitions:
             print(self.line(t), file=self.out, flush=True)
 
-    def line(self, t: AlertTransition) -> str:
-        labels = ",".join(f'{k}="{v}"' for k, v in zip(self.rules.kpis[t.kpi].labels, t.series,
-                                                        strict=True))
+    def line(self, t: AlertEvent) -> str:
+        labels = ",".join(f'{k}="{v}"' for k, v in t.labels)
         value = "no value" if t.value is None else f"{t.value:g}"
         return (f"[{rfc3339(t.at_ms)}] {t.state.upper()} {t.severity} {t.alert}: "
                 f"{t.kpi}{{{labels}}} = {value} (since {rfc3339(t.since_ms)})")

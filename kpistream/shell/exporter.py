@@ -28,7 +28,8 @@ class _Snapshot(Collector):
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
         self.values: dict[str, dict[SeriesKey, tuple[float, int]]] = {k: {} for k in rules.kpis}
-        self.firing: dict[tuple[str, SeriesKey], int] = {}
+        #: (alert, severity, series) -> 1 firing, 0 resolved
+        self.firing: dict[tuple[str, str, SeriesKey], int] = {}
 
     def collect(self) -> Iterator[Metric]:
         value = GaugeMetricFamily("kpistream_kpi_value",
@@ -51,11 +52,12 @@ class _Snapshot(Collector):
                                    "1 while the alert fires for the series, 0 otherwise.")
         for rule in self.rules.alerts:
             labels = self.rules.kpis[rule.kpi].labels
-            for key in self.values.get(rule.kpi, {}):
-                state = self.firing.get((rule.name, key), 0)
-                family.add_sample("kpistream_alert_firing", {
-                    "alert": rule.name, "kpi": rule.kpi, "severity": rule.severity,
-                    **dict(zip(labels, key, strict=True))}, state)
+            for severity in rule.severities:
+                for key in self.values.get(rule.kpi, {}):
+                    state = self.firing.get((rule.name, severity, key), 0)
+                    family.add_sample("kpistream_alert_firing", {
+                        "alert": rule.name, "kpi": rule.kpi, "severity": severity,
+                        **dict(zip(labels, key, strict=True))}, state)
         return family
 
 
@@ -106,7 +108,9 @@ class Exporter:
             self.windows_closed.labels(window.kpi).inc()
             self._expire(window.kpi, window.end_ms)
         for t in step.transitions:
-            self.snapshot.firing[(t.alert, t.series)] = 1 if t.state == "firing" else 0
+            names = self.snapshot.rules.kpis[t.kpi].labels
+            key = tuple(dict(t.labels)[n] for n in names)
+            self.snapshot.firing[(t.alert, t.severity, key)] = int(t.state == "firing")
 
     def _expire(self, kpi: str, latest_end_ms: int) -> None:
         ttl = self.snapshot.rules.kpis[kpi].series_ttl_ms

@@ -1,0 +1,111 @@
+"""Compiling ``alerts:``, ``owners:`` and ``silences:`` of a rule set, with their checks."""
+
+from __future__ import annotations
+
+import hashlib
+
+from kpistream.core import expr as ex
+from kpistream.core.baselines import BASELINES, lookback_ms
+from kpistream.core.documents import Located
+from kpistream.core.hints import did_you_mean
+from kpistream.core.notify.model import Silence
+from kpistream.core.ruleset import Alert, Condition, Kpi, Owner
+from kpistream.errors import Problem
+
+__all__ = ["compile_alert", "compile_owner", "compile_silence", "unknown_reference"]
+
+#: Names a condition reads besides other KPIs of the same dimensions.
+ALERT_NAMES = ("value",)
+MATCHER_KEYS = ("alert", "kpi", "severity", "owner")
+
+
+def compile_alert(item: Located, kpis: dict[str, Kpi], known_kpis: dict[str, Located],
+                  owners: dict[str, Located], problems: list[Problem]) -> Alert | None:
+    """One alert; problems are appended, None returned when it cannot run."""
+    spec = item.spec
+    if spec.kpi not in known_kpis:
+        problems.append(unknown_reference(item, "kpi", spec.kpi, known_kpis, "kpis"))
+        return None
+    if spec.owner is not None and spec.owner not in owners:
+        problems.append(unknown_reference(item, "owner", spec.owner, owners, "owners"))
+    kinds = [k for k in ("when", "levels", "absent_for") if getattr(spec, k) is not None]
+    if len(kinds) != 1:
+        problems.append(item.problem(None, "needs exactly one of when (a condition), levels "
+                                     "(conditions per severity) or absent_for (silence), got "
+                                     f"{', '.join(kinds) or 'none'}"))
+        return None
+    kpi = kpis.get(spec.kpi)
+    if kpi is None:
+        return None
+    before = len(problems)
+    texts = _condition_texts(spec)
+    others = {n: k for n, k in kpis.items() if n != kpi.name and set(k.by) == set(kpi.by)
+              and (k.window_ms, k.hop_ms) == (kpi.window_ms, kpi.hop_ms)}
+    names = (*ALERT_NAMES, *others)
+    conditions, inputs, lookback = [], set(), 0
+    for loc, severity, text in texts:
+        compiled = _condition(item, loc, text, names, kpi, problems)
+        if compiled is not None:
+            test, reads, span = compiled
+            conditions.append(Condition(severity, test, text))
+            inputs |= reads & set(others)
+            lookback = max(lookback, span)
+    resolve = None
+    if spec.resolve_when is not None:
+        compiled = _condition(item, ("resolve_when",), spec.resolve_when, names, kpi, problems)
+        if compiled is not None:
+            resolve, reads, span = compiled
+            inputs |= reads & set(others)
+            lookback = max(lookback, span)
+    if spec.absent_for is not None and kpi.agg is None:
+        problems.append(item.problem("absent_for", "absent_for needs a KPI aggregated from a "
+                                     f'source; "{kpi.name}" is derived'))
+    if len(problems) > before:
+        return None
+    return Alert(spec.name, spec.kpi, tuple(conditions), spec.severity,
+                 spec.owner or kpi.owner, spec.for_, spec.keep_firing_for, resolve,
+                 spec.absent_for, spec.summary, spec.notify, tuple(sorted(inputs)), lookback)
+
+
+def _condition_texts(spec) -> list[tuple[tuple, str, str]]:
+    if spec.when is not None:
+        return [(("when",), spec.severity, spec.when)]
+    return [(("levels", i, "when"), level.severity, level.when)
+            for i, level in enumerate(spec.levels or ())]
+
+
+def _condition(item: Located, loc: tuple, text: str, names, kpi: Kpi, problems):
+    try:
+        tree = ex.parse(text)
+        test = ex.to_python(tree, allowed_names=names, functions=BASELINES)
+        span = lookback_ms(tree, kpi.hop_ms or kpi.window_ms)
+    except ex.ExprError as e:
+        field = ".".join(str(p) for p in loc if not isinstance(p, int))
+        problems.append(item.doc.in_expression((*item.loc, *loc), f"{field}: {e.message}",
+                                               e.column))
+        return None
+    return test, ex.names(tree), span
+
+
+def compile_owner(item: Located, timezone: str) -> Owner:
+    spec = item.spec
+    return Owner(spec.name, tuple(spec.notify), spec.language, spec.group_wait,
+                 spec.repeat_interval, spec.send_resolved, spec.quiet_hours)
+
+
+def compile_silence(item: Located, index: int, problems: list[Problem]) -> Silence | None:
+    spec = item.spec
+    if spec.ends <= spec.starts:
+        problems.append(item.problem("ends", "a silence must end after it starts"))
+        return None
+    starts = int(spec.starts.timestamp() * 1000)
+    ends = int(spec.ends.timestamp() * 1000)
+    matchers = tuple(sorted(spec.matchers.items()))
+    key = f"{item.doc.path}\0{index}\0{matchers}\0{starts}\0{ends}"
+    return Silence(hashlib.sha256(key.encode()).hexdigest()[:12], matchers, starts, ends,
+                   spec.comment, spec.created_by or "")
+
+
+def unknown_reference(item: Located, field: str, value: str, known, section: str) -> Problem:
+    return item.problem(field, f'unknown {field} "{value}"; define it under {section}'
+                        f"{did_you_mean(value, known)}")

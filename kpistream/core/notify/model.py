@@ -7,9 +7,18 @@ core/shell boundary unchanged.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
-__all__ = ["AlertEvent", "Notification", "OwnerPolicy", "Silence", "fingerprint"]
+__all__ = [
+    "AlertEvent",
+    "Notification",
+    "OwnerPolicy",
+    "Silence",
+    "event_from_json",
+    "event_to_json",
+    "fingerprint",
+]
 
 
 def fingerprint(alert: str, labels: tuple[tuple[str, str], ...]) -> str:
@@ -89,4 +98,30 @@ class Notification:
     events: tuple[AlertEvent, ...]
     created_ms: int
     repeat: bool = False  # a reminder for alerts still firing
+    timezone: str = "UTC"  # the owner's zone, for the times shown in the message
 
+
+
+def event_to_json(event: AlertEvent) -> dict[str, Any]:
+    """Plain JSON-able data for an event (tuples become lists).
+
+    >>> e = AlertEvent("low", "gmv", (("region", "east"),), "firing", "critical", 2, 1, 5.0,
+    ...                "value < 10", "ops")
+    >>> event_to_json(e)["labels"]
+    [['region', 'east']]
+    >>> event_from_json(event_to_json(e)) == e
+    True
+    """
+    data = asdict(event)
+    data["labels"] = [list(pair) for pair in event.labels]
+    data["history"] = [list(point) for point in event.history]
+    return data
+
+
+def event_from_json(data: dict[str, Any]) -> AlertEvent:
+    """The event :func:`event_to_json` wrote (unknown keys are ignored)."""
+    known = {f.name for f in fields(AlertEvent)}
+    values = {k: v for k, v in data.items() if k in known}
+    values["labels"] = tuple((str(k), str(v)) for k, v in values.get("labels", ()))
+    values["history"] = tuple((int(t), float(v)) for t, v in values.get("history", ()))
+    return AlertEvent(**values)

@@ -1,0 +1,179 @@
+"""Messages: a notification as a title, plain text and markdown, in Chinese or English.
+
+>>> from kpistream.core.notify.routing import _example
+>>> from kpistream.core.notify.model import Notification
+>>> e = _example(kpi_title="GMV 成交额", unit="CNY", since_ms=1704074400000,
+...              at_ms=1704075120000)
+>>> n = Notification("id1", "sales-ops", (), "zh", (e,), 1704075121000,
+...                  timezone="Asia/Shanghai")
+>>> print(render(n).text)
+[kpistream] 🔴 告警 · 严重 · GMV 成交额 (gmv_low)
+负责人: sales-ops
+<BLANKLINE>
+🔴 告警 · 严重 · GMV 成交额 (gmv_low)
+标签: region=east
+当前值: GMV 成交额 = 812.5 CNY (条件: value < 1000)
+开始于: 2024-01-01 10:00 (UTC+08:00)，持续 12 分钟
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+from kpistream.core.notify.model import AlertEvent, Notification
+
+__all__ = ["Message", "format_duration", "format_value", "grafana_link", "render"]
+
+_WORDS = {
+    "zh": {
+        "firing": "告警", "resolved": "恢复", "repeat": "仍在告警",
+        "critical": "严重", "warning": "警告", "info": "提示",
+        "labels": "标签", "value": "当前值", "recovered": "恢复值", "condition": "条件",
+        "since": "开始于", "lasted": "持续", "sep": "，", "owner": "负责人", "summary": "摘要",
+        "link": "查看 Grafana 面板", "no_data": "无数据",
+        "count_firing": "{} 条告警", "count_resolved": "{} 条恢复", "count_repeat": "{} 条仍在告警",
+    },
+    "en": {
+        "firing": "firing", "resolved": "resolved", "repeat": "still firing",
+        "critical": "critical", "warning": "warning", "info": "info",
+        "labels": "Labels", "value": "Value", "recovered": "Recovered at", "condition": "condition",
+        "since": "Since", "lasted": "for", "sep": ", ", "owner": "Owner", "summary": "Summary",
+        "link": "Open in Grafana", "no_data": "no data",
+        "count_firing": "{} firing", "count_resolved": "{} resolved",
+        "count_repeat": "{} still firing",
+    },
+}
+_UNITS = {"zh": ("天", "小时", "分钟", "秒"), "en": ("d", "h", "min", "s")}
+_ICON = {"firing": "🔴", "resolved": "✅"}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A rendered notification: ``title``, plain ``text`` and ``markdown`` bodies."""
+
+    title: str
+    text: str
+    markdown: str
+
+
+def render(n: Notification, *, grafana_url: str | None = None) -> Message:
+    """Render ``n`` in its language (``zh``, else English), times in ``n.timezone``.
+
+    >>> from kpistream.core.notify.routing import _example
+    >>> events = (_example(), _example(alert="b", severity="warning"),
+    ...           _example(alert="c", state="resolved"))
+    >>> n = Notification("id1", "sales-ops", (), "en", events, 240_000)
+    >>> render(n).title
+    '[kpistream] 2 firing / 1 resolved · sales-ops'
+    """
+    words = _WORDS.get(n.language, _WORDS["en"])
+    blocks = [_block(e, n, words, grafana_url) for e in n.events]
+    title = _title(n, words)
+    head = [title, f"{words['owner']}: {n.owner}"]
+    text = "\n\n".join(["\n".join(head), *("\n".join(lines) for lines, _ in blocks)])
+    md_head = f"### {title}\n**{words['owner']}**: {n.owner}"
+    markdown = "\n\n".join([md_head, *(md for _, md in blocks)])
+    return Message(title, text, markdown)
+
+
+def _title(n: Notification, words: dict[str, str]) -> str:
+    if len(n.events) == 1:
+        return f"[kpistream] {_heading(n.events[0], n.repeat, words)}"
+    if n.repeat:
+        counts = [words["count_repeat"].format(len(n.events))]
+    else:
+        firing = sum(e.state == "firing" for e in n.events)
+        counts = [words[f"count_{state}"].format(k) for state, k in
+                  (("firing", firing), ("resolved", len(n.events) - firing)) if k]
+    return f"[kpistream] {' / '.join(counts)} · {n.owner}"
+
+
+def _heading(e: AlertEvent, repeat: bool, words: dict[str, str]) -> str:
+    state = words["repeat"] if repeat and e.state == "firing" else words[e.state]
+    severity = words.get(e.severity, e.severity)
+    return f"{_ICON.get(e.state, '')} {state} · {severity} · {e.kpi_title or e.kpi} ({e.alert})"
+
+
+def _block(e: AlertEvent, n: Notification, words: dict[str, str], grafana_url: str | None
+           ) -> tuple[list[str], str]:
+    """The plain lines and the markdown of one event."""
+    lang = n.language if n.language in _UNITS else "en"
+    end_ms = n.created_ms if n.repeat and e.state == "firing" else e.at_ms
+    shown = words["no_data"] if e.value is None else format_value(e.value)
+    if e.value is not None and e.unit:
+        shown += f" {e.unit}"
+    fields: list[tuple[str, str]] = []
+    if e.labels:
+        fields.append((words["labels"], ", ".join(f"{k}={v}" for k, v in e.labels)))
+    label = words["recovered"] if e.state == "resolved" else words["value"]
+    fields.append((label, f"{e.kpi_title or e.kpi} = {shown} "
+                          f"({words['condition']}: {e.condition})"))
+    since = f"{_local_time(e.since_ms, n.timezone)}{words['sep']}{words['lasted']} " \
+            f"{format_duration(end_ms - e.since_ms, lang)}"
+    fields.append((words["since"], since))
+    if e.summary:
+        fields.append((words["summary"], e.summary))
+    link = grafana_link(grafana_url, e) if grafana_url else None
+    heading = _heading(e, n.repeat, words)
+    lines = [heading, *(f"{k}: {v}" for k, v in fields)]
+    md = [f"#### {heading}", *(f"- **{k}**: {v}" for k, v in fields)]
+    if link:
+        lines.append(f"{words['link']}: {link}")
+        md.append(f"- [{words['link']}]({link})")
+    return lines, "\n".join(md)
+
+
+def format_value(value: float) -> str:
+    """A KPI value, compact and exact enough for a chat message.
+
+    >>> format_value(812.5), format_value(1000.0), format_value(0.02345), format_value(1.5e-7)
+    ('812.5', '1000', '0.0235', '1.5e-07')
+    """
+    if value != 0 and (abs(value) < 1e-4 or abs(value) >= 1e15):
+        return f"{value:.4g}"
+    return f"{value:.4f}".rstrip("0").rstrip(".")
+
+
+def format_duration(ms: int, language: str = "zh") -> str:
+    """A duration rounded down to its two largest units.
+
+    >>> format_duration(12 * 60_000), format_duration(3_900_000, "en")
+    ('12 分钟', '1 h 5 min')
+    >>> format_duration(30_000, "en"), format_duration(2 * 86_400_000 + 3_600_000)
+    ('30 s', '2 天 1 小时')
+    """
+    units = _UNITS.get(language, _UNITS["en"])
+    seconds = max(ms, 0) // 1000
+    parts = [seconds // 86_400, seconds % 86_400 // 3600, seconds % 3600 // 60, seconds % 60]
+    nonzero = [i for i, p in enumerate(parts) if p]
+    if not nonzero:
+        return f"0 {units[3]}"
+    first = nonzero[0]
+    picked = [(parts[i], units[i]) for i in (first, first + 1) if i < 4 and parts[i]]
+    if first == 2:  # minutes: seconds are noise
+        picked = picked[:1]
+    return " ".join(f"{p} {u}" for p, u in picked)
+
+
+def grafana_link(grafana_url: str, e: AlertEvent) -> str:
+    """The KPI detail dashboard for the event's series, from an hour before the breach.
+
+    >>> from kpistream.core.notify.routing import _example
+    >>> grafana_link("https://g.example.com/", _example(labels=(("region", "华东"),)))
+    'https://g.example.com/d/kpistream-kpi/kpi-detail?var-kpi=gmv&var-region=%E5%8D%8E%E4%B8%9C&from=0&to=780000'
+    """
+    params = [("kpi", e.kpi), *e.labels]
+    query = "&".join(f"var-{quote(k, safe='')}={quote(v, safe='')}" for k, v in params)
+    start = max(e.since_ms - 3_600_000, 0)
+    return (f"{grafana_url.rstrip('/')}/d/kpistream-kpi/kpi-detail?{query}"
+            f"&from={start}&to={e.at_ms + 600_000}")
+
+
+def _local_time(ms: int, timezone: str) -> str:
+    """``YYYY-MM-DD HH:MM (UTC+hh:mm)`` in the zone."""
+    local = datetime.fromtimestamp(ms / 1000, ZoneInfo(timezone))
+    offset = local.strftime("%z")
+    return f"{local:%Y-%m-%d %H:%M} (UTC{offset[:3]}:{offset[3:]})"

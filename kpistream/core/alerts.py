@@ -6,7 +6,8 @@ it held at every close in between, resolved at the first close where it no longe
 the series has no value). ``keep_firing_for`` holds a firing alert that long after its
 condition stops; ``resolve_when`` replaces "no longer holds" by a condition of its own.
 Each ``levels:`` severity runs its own state machine; absence alerts fire for a series that
-had no events for ``absent_for``.
+had no events for ``absent_for``, and keeps firing until events come back (even after the
+series stopped being reported).
 
 >>> from kpistream.core.loader import load_rules_text
 >>> from kpistream.core.values import ClosedWindow
@@ -35,7 +36,6 @@ from kpistream.core.join import WindowJoin
 from kpistream.core.notify.model import AlertEvent
 from kpistream.core.ruleset import Alert, RuleSet
 from kpistream.core.values import AlertState, ClosedWindow, SeriesKey
-from kpistream.core.windows import KpiWindows
 
 __all__ = ["AlertEvaluator", "SeriesAlert"]
 
@@ -49,19 +49,21 @@ class SeriesAlert:
 
     state: AlertState
     since_ms: int
-    last_true_ms: int
+    false_since_ms: int | None = None
 
 
 class AlertEvaluator:
     """Evaluates one alert rule over its KPI's (and its inputs') closed windows."""
 
-    def __init__(self, rule: Alert, rules: RuleSet, windows: KpiWindows | None = None) -> None:
+    def __init__(self, rule: Alert, rules: RuleSet) -> None:
         self.rule = rule
         self.kpi = rules.kpis[rule.kpi]
         names = (rule.kpi, *rule.inputs)
         zero = {n for n in names if (a := rules.kpis[n].agg) is not None and a.zero_when_empty}
         self.join = WindowJoin({n: rules.kpis[n].by for n in names}, self.kpi.by, zero=zero)
-        self.windows = windows
+        #: absence alerts: series -> end of the last window with events of it
+        self.last_active: dict[SeriesKey, int] = {}
+        self._active: dict[int, frozenset[SeriesKey]] = {}
         self.states: dict[tuple[str, SeriesKey], SeriesAlert] = {}
         self.histories: dict[SeriesKey, SeriesHistory] = {}
         self._hop_ms = self.kpi.hop_ms or self.kpi.window_ms
@@ -73,14 +75,18 @@ class AlertEvaluator:
 
     def offer(self, window: ClosedWindow) -> None:
         self.join.offer(window)
+        if self.rule.absent_for_ms is not None and window.kpi == self.rule.kpi:
+            self._active[window.end_ms] = window.active
 
     def evaluate(self, closed_through: Mapping[str, int | None]) -> list[AlertEvent]:
         """Advance every series with the windows all inputs have closed; return transitions."""
         events: list[AlertEvent] = []
         for _, end, rows in self.join.ready(closed_through):
             keys = set(rows) | {key for _, key in self.states}
-            if self.rule.absent_for_ms is not None and self.windows is not None:
-                keys |= set(self.windows.series)
+            if self.rule.absent_for_ms is not None:
+                for key in self._active.pop(end, ()):
+                    self.last_active[key] = end
+                keys |= set(self.last_active)
             for key in sorted(keys):
                 row = rows.get(key, {})
                 value = row.get(self.rule.kpi)
@@ -107,11 +113,8 @@ class AlertEvaluator:
         return [(c.severity, _holds(c.test, env)) for c in self.rule.conditions]
 
     def _absent(self, key: SeriesKey, end: int) -> bool:
-        seen = self.windows.series.get(key) if self.windows is not None else None
-        if seen is None:  # expired: silent ever since
-            return (self.rule.severity, key) in self.states
-        last_event_end = self.kpi.calendar.pane_end(seen[1])
-        return end - last_event_end >= self.rule.absent_for_ms
+        last_active = self.last_active.get(key)
+        return last_active is not None and end - last_active >= self.rule.absent_for_ms
 
     def _step(self, severity: str, key: SeriesKey, holds: bool, env: dict, at_ms: int
               ) -> AlertEvent | None:
@@ -122,8 +125,7 @@ class AlertEvaluator:
             self.states.pop((severity, key), None)
             return None
         if state is None:
-            state = self.states[(severity, key)] = SeriesAlert(AlertState.PENDING, at_ms, at_ms)
-        state.last_true_ms = at_ms
+            state = self.states[(severity, key)] = SeriesAlert(AlertState.PENDING, at_ms)
         if at_ms - state.since_ms >= self.rule.for_ms:
             state.state = AlertState.FIRING
             return self._event(severity, key, "firing", at_ms, env, state.since_ms)
@@ -133,10 +135,13 @@ class AlertEvaluator:
                       env: dict, at_ms: int) -> AlertEvent | None:
         if self.rule.resolve is not None:
             done = env["value"] is not None and _holds(self.rule.resolve, env)
-        else:
-            if holds:
-                state.last_true_ms = at_ms
-            done = not holds and at_ms - state.last_true_ms >= self.rule.keep_firing_for_ms
+        elif holds:
+            state.false_since_ms = None
+            done = False
+        else:  # as Prometheus: keep firing for keep_firing_for after the first false close
+            if state.false_since_ms is None:
+                state.false_since_ms = at_ms
+            done = at_ms - state.false_since_ms >= self.rule.keep_firing_for_ms
         if not done:
             return None
         del self.states[(severity, key)]

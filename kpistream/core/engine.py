@@ -152,8 +152,7 @@ class Engine:
                         for n, s in rules.sources.items()}
         self.windows = {k: w for r in self.sources.values() for k, w in r.windows.items()}
         self.derived = {k.name: _derived(k, rules) for k in rules.kpis.values() if k.derived}
-        self.alerts = [AlertEvaluator(rule, rules, self.windows.get(rule.kpi))
-                       for rule in rules.alerts]
+        self.alerts = [AlertEvaluator(rule, rules) for rule in rules.alerts]
 
     def ingest(self, source: str, values: Sequence[bytes], now_ms: int | None = None, *,
                partition: int = 0) -> IngestResult:

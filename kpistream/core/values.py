@@ -20,6 +20,8 @@ class ClosedWindow:
     start_ms: int
     end_ms: int
     values: dict[SeriesKey, float]
+    #: series that had events in the window (absence alerts read it)
+    active: frozenset[SeriesKey] = frozenset()
 
 
 class AlertState(Enum):

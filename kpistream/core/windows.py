@@ -93,8 +93,9 @@ class KpiWindows:
             value = self._value(key, panes)
             if value is not None:
                 values[key] = value
+        active = frozenset(key for pane in panes for key in pane)
         self._drop_panes_through(end)
-        return ClosedWindow(self.kpi, start, end, values)
+        return ClosedWindow(self.kpi, start, end, values, active)
 
     def _value(self, key: SeriesKey, panes: list[dict[SeriesKey, object]]) -> float | None:
         states = [s[key] for s in panes if key in s]

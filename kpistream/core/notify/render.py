@@ -23,6 +23,7 @@ from datetime import datetime
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from kpistream.core.notify.grouping import event_order
 from kpistream.core.notify.model import AlertEvent, Notification
 
 __all__ = ["Message", "format_duration", "format_value", "grafana_link", "render"]
@@ -62,6 +63,9 @@ class Message:
 def render(n: Notification, *, grafana_url: str | None = None) -> Message:
     """Render ``n`` in its language (``zh``, else English), times in ``n.timezone``.
 
+    Events are listed firing first, critical first. A reminder (``n.repeat``) counts a
+    breach's duration up to ``n.created_ms``; otherwise up to the event's ``at_ms``.
+
     >>> from kpistream.core.notify.routing import _example
     >>> events = (_example(), _example(alert="b", severity="warning"),
     ...           _example(alert="c", state="resolved"))
@@ -70,7 +74,7 @@ def render(n: Notification, *, grafana_url: str | None = None) -> Message:
     '[kpistream] 2 firing / 1 resolved · sales-ops'
     """
     words = _WORDS.get(n.language, _WORDS["en"])
-    blocks = [_block(e, n, words, grafana_url) for e in n.events]
+    blocks = [_block(e, n, words, grafana_url) for e in sorted(n.events, key=event_order)]
     title = _title(n, words)
     head = [title, f"{words['owner']}: {n.owner}"]
     text = "\n\n".join(["\n".join(head), *("\n".join(lines) for lines, _ in blocks)])

@@ -90,8 +90,8 @@ class AlertEvaluator:
             for key in sorted(keys):
                 row = rows.get(key, {})
                 value = row.get(self.rule.kpi)
-                history = self.histories.setdefault(key, SeriesHistory(self._hop_ms,
-                                                                       self._keep_ms))
+                history = self.histories.get(key) or self.histories.setdefault(
+                    key, self._history())
                 env = {**row, "value": value, "__history": history, "__end": end}
                 for severity, holds in self._verdicts(key, env, end):
                     event = self._step(severity, key, holds, env, end)
@@ -100,6 +100,22 @@ class AlertEvaluator:
                 if value is not None:
                     history.add(end, value)
         return events
+
+    def state(self) -> dict:
+        return {"join": self.join.state(), "states": self.states, "last_active": self.last_active,
+                "active": self._active,
+                "histories": {k: h.values for k, h in self.histories.items()}}
+
+    def load(self, state: dict) -> None:
+        self.join.load(state["join"])
+        self.states, self.last_active = state["states"], state["last_active"]
+        self._active = state["active"]
+        self.histories = {k: self._history(values) for k, values in state["histories"].items()}
+
+    def _history(self, values: dict[int, float] | None = None) -> SeriesHistory:
+        history = SeriesHistory(self._hop_ms, self._keep_ms)
+        history.values = values or {}
+        return history
 
     def firing(self) -> list[tuple[str, SeriesKey]]:
         """(severity, series) pairs firing now."""

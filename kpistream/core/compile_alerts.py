@@ -62,9 +62,12 @@ def compile_alert(item: Located, kpis: dict[str, Kpi], known_kpis: dict[str, Loc
                                      f'source; "{kpi.name}" is derived'))
     if len(problems) > before:
         return None
-    return Alert(spec.name, spec.kpi, tuple(conditions), spec.severity,
-                 spec.owner or kpi.owner, spec.for_, spec.keep_firing_for, resolve,
-                 spec.absent_for, spec.summary, spec.notify, tuple(sorted(inputs)), lookback)
+    return Alert(
+        name=spec.name, kpi=spec.kpi, conditions=tuple(conditions), severity=spec.severity,
+        owner=spec.owner or kpi.owner, for_ms=spec.for_, keep_firing_for_ms=spec.keep_firing_for,
+        resolve=resolve, resolve_text=spec.resolve_when, absent_for_ms=spec.absent_for,
+        summary=spec.summary, notify=spec.notify, inputs=tuple(sorted(inputs)),
+        lookback_ms=lookback)
 
 
 def _condition_texts(spec) -> list[tuple[tuple, str, str]]:

@@ -53,6 +53,12 @@ class WindowJoin:
         self.closed_through = limit
         return out
 
+    def state(self) -> dict:
+        return {"pending": self.pending, "closed_through": self.closed_through}
+
+    def load(self, state: dict) -> None:
+        self.pending, self.closed_through = state["pending"], state["closed_through"]
+
     def _rows(self, end: int, windows: dict[str, ClosedWindow]) -> JoinedWindow:
         start = next(iter(windows.values())).start_ms
         by_input = {name: self._reordered(name, w) for name, w in windows.items()}

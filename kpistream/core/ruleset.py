@@ -22,6 +22,10 @@ __all__ = ["Alert", "Condition", "Kpi", "Owner", "RuleSet", "Source", "label_nam
 Formula = Callable[[Mapping[str, object]], object]
 
 
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
 def label_name(field_name: str) -> str:
     """The Prometheus label for a dimension field: dots become underscores.
 
@@ -68,6 +72,12 @@ class Kpi:
         return tuple(label_name(f) for f in self.by)
 
     @property
+    def signature(self) -> str:
+        """A hash of what the KPI's state depends on: a change starts its state afresh."""
+        return _digest(self.source, self.definition, self.window_ms, self.hop_ms, self.by,
+                       self.lateness_ms, self.series_ttl_ms, self.inputs)
+
+    @property
     def derived(self) -> bool:
         return self.formula is not None
 
@@ -97,12 +107,20 @@ class Alert:
     for_ms: int = 0
     keep_firing_for_ms: int = 0
     resolve: Formula | None = None
+    resolve_text: str | None = None
     absent_for_ms: int | None = None
     summary: str | None = None
     notify: bool = True
     #: other KPIs (same dimensions) the conditions read, and how far back they look
     inputs: tuple[str, ...] = ()
     lookback_ms: int = 0
+
+    @property
+    def signature(self) -> str:
+        """A hash of what the alert's state depends on."""
+        return _digest(self.kpi, [(c.severity, c.text) for c in self.conditions], self.for_ms,
+                       self.keep_firing_for_ms, self.absent_for_ms, self.severity,
+                       self.inputs, self.lookback_ms, self.resolve_text)
 
     @property
     def severities(self) -> tuple[str, ...]:

@@ -92,6 +92,14 @@ class Watermarks:
         if self.current is None or candidate > self.current:
             self.current = candidate
 
+    def state(self) -> dict:
+        return {"partitions": {p: (s.high, s.last_arrival_ms) for p, s in self.partitions.items()},
+                "current": self.current}
+
+    def load(self, state: dict) -> None:
+        self.partitions = {p: _Partition(h, a) for p, (h, a) in state["partitions"].items()}
+        self.current = state["current"]
+
     def _idle(self, state: _Partition, now_ms: int | None) -> bool:
         if now_ms is None or state.last_arrival_ms is None:
             return False

@@ -76,6 +76,15 @@ class KpiWindows:
             self.closed_through = limit_ms
         return closed
 
+    def state(self) -> dict:
+        """Everything that changes, as plain data (see :meth:`Engine.snapshot`)."""
+        return {"panes": self.panes, "series": self.series, "next_end": self.next_end,
+                "closed_through": self.closed_through}
+
+    def load(self, state: dict) -> None:
+        self.panes, self.series = state["panes"], state["series"]
+        self.next_end, self.closed_through = state["next_end"], state["closed_through"]
+
     def last_end(self) -> int | None:
         """The end of the last window holding data (what ``finish`` closes up to)."""
         return max((self.calendar.window_end(p) for p in self.panes), default=None)

@@ -10,6 +10,9 @@ import pytest
 
 from kpistream.shell.broker import EmbeddedBroker, ensure_topics
 
+#: local SMTP and HTTP receivers for delivery tests (tests/receivers.py)
+pytest_plugins = ["receivers"]
+
 NewTopicFactory = Callable[..., Awaitable[str]]
 
 

@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from delivery_support import SECRETS, Recorder, render
-from receivers import http_receiver, smtp_receiver  # noqa: F401  (fixtures)
 
 from kpistream.shell.delivery import RetryPolicy, Sender
 

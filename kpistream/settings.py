@@ -40,3 +40,5 @@ class Settings(BaseSettings):
     poll_timeout: DurationMs = 200
     dead_letter_topic: str | None = None
     broker_wait: DurationMs = 60_000
+    checkpoint_interval: DurationMs = 5_000
+    checkpoint_topic: str = "kpistream-checkpoints"

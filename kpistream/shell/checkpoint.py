@@ -14,23 +14,21 @@ must be writable by them only (protect it with ACLs on a shared cluster).
 from __future__ import annotations
 
 import itertools
-import logging
 import time
 from dataclasses import dataclass
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from kpistream.errors import BrokerUnavailable
 from kpistream.shell.broker import ensure_topics
+from kpistream.shell.topics import read_tail
 
 __all__ = ["Checkpoint", "CheckpointStore"]
 
-log = logging.getLogger("kpistream.checkpoint")
 _PART_BYTES = 512 * 1024
 _FIRST_TAIL = 64
-_READ_DEADLINE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -84,24 +82,10 @@ class CheckpointStore:
 
     async def load(self) -> Checkpoint | None:
         """The newest complete checkpoint of this key, or None."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    max_partition_fetch_bytes=_PART_BYTES * 4)
-        tp = TopicPartition(self.topic, 0)
-        await consumer.start()
-        try:
-            consumer.assign([tp])
-            high = await _high_watermark(consumer, tp)
-            tail = _FIRST_TAIL
-            while high:
-                start = max(0, high - tail)
-                consumer.seek(tp, start)
-                found = self._newest(await _read(consumer, tp, high))
-                if found is not None or start == 0:
-                    return found
-                tail *= 8
-            return None
-        finally:
-            await consumer.stop()
+        records = await read_tail(self.bootstrap, self.topic, first=_FIRST_TAIL,
+                                  enough=lambda rs: self._newest(rs) is not None,
+                                  fetch_bytes=_PART_BYTES * 4)
+        return self._newest(records)
 
     def _newest(self, records: list) -> Checkpoint | None:
         parts: dict[str, dict[int, bytes]] = {}
@@ -117,29 +101,6 @@ class CheckpointStore:
                 state = b"".join(parts[cp_id][i] for i in range(total))
                 newest = Checkpoint(cp_id, state, _decode_offsets(headers["cp-offsets"]))
         return newest
-
-
-async def _high_watermark(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
-    """The partition's high watermark as a fetch reports it (ListOffsets can be wrong)."""
-    await consumer.seek_to_beginning(tp)
-    deadline = time.monotonic() + _READ_DEADLINE_S
-    while time.monotonic() < deadline:
-        await consumer.getmany(tp, timeout_ms=200, max_records=1)
-        high = consumer.highwater(tp)
-        if high is not None:
-            return high
-    raise BrokerUnavailable(f"no fetch answer for {tp.topic} within {_READ_DEADLINE_S:g} s")
-
-
-async def _read(consumer: AIOKafkaConsumer, tp: TopicPartition, high: int) -> list:
-    records: list = []
-    deadline = time.monotonic() + _READ_DEADLINE_S
-    while await consumer.position(tp) < high:
-        if time.monotonic() > deadline:
-            raise BrokerUnavailable(f"reading {tp.topic} to offset {high} timed out")
-        batch = await consumer.getmany(tp, timeout_ms=500)
-        records.extend(batch.get(tp, []))
-    return records
 
 
 def _encode_offsets(offsets: dict[TopicPartition, int]) -> bytes:

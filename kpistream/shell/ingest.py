@@ -8,8 +8,10 @@ closed and the step is handed to the sinks (exporter, alert console, delivery).
 from __future__ import annotations
 
 import logging
+import pickle
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -20,19 +22,31 @@ from kpistream.core.ruleset import RuleSet
 from kpistream.errors import BrokerUnavailable
 from kpistream.settings import Settings
 from kpistream.shell.broker import ensure_topics, wait_for_broker
+from kpistream.shell.checkpoint import CheckpointStore
 from kpistream.shell.exporter import Exporter
 
-__all__ = ["IngestService", "StepSink"]
+__all__ = ["IngestService", "StatefulPart", "StepSink"]
 
 log = logging.getLogger("kpistream.ingest")
 StepSink = Callable[[Step], None]
+
+
+class StatefulPart(Protocol):
+    """A part of the daemon whose state is checkpointed with the engine's."""
+
+    name: str
+
+    def snapshot(self) -> object: ...
+
+    def restore(self, state: object) -> None: ...
 
 
 class IngestService(mode.Service):
     """Consumes the rule set's source topics and feeds the engine, batch by batch."""
 
     def __init__(self, settings: Settings, rules: RuleSet, bootstrap: Callable[[], str],
-                 exporter: Exporter, sinks: Sequence[StepSink] = (), **kwargs) -> None:
+                 exporter: Exporter, sinks: Sequence[StepSink] = (),
+                 parts: Sequence[StatefulPart] = (), **kwargs) -> None:
         self.settings = settings
         self.rules = rules
         self.engine = Engine(rules, idle_timeout_ms=settings.idle_timeout,
@@ -48,6 +62,13 @@ class IngestService(mode.Service):
         #: set once partitions are assigned and the first poll returned (readiness)
         self.polling = False
         self._lags: dict[TopicPartition, int] = {}
+        #: other state checkpointed with the engine's (alert delivery), by name
+        self.parts = {part.name: part for part in parts}
+        self.checkpoints: CheckpointStore | None = None
+        #: next offset to read per partition: what a checkpoint covers
+        self.offsets: dict[TopicPartition, int] = {}
+        self._restored: dict[TopicPartition, int] = {}
+        self._last_checkpoint = 0.0
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -55,6 +76,7 @@ class IngestService(mode.Service):
         await wait_for_broker(bootstrap, timeout_s=self.settings.broker_wait / 1000,
                               log=log.warning)
         await ensure_topics(bootstrap, {s.topic: s.partitions for s in self.rules.sources.values()})
+        await self._restore(bootstrap)
         self.consumer = _consumer(bootstrap, self.settings)
         self.consumer.subscribe(list(self.topics), listener=_Rebalance(self._on_assigned))
         try:
@@ -70,9 +92,48 @@ class IngestService(mode.Service):
 
     async def on_stop(self) -> None:
         if self.consumer is not None:
+            if self.checkpoints is not None and self.offsets:
+                await self.checkpoint()
             await self.consumer.stop()
+        if self.checkpoints is not None:
+            await self.checkpoints.stop()
         if self.dead_letters is not None:
             await self.dead_letters.stop()
+
+    async def _restore(self, bootstrap: str) -> None:
+        """Load the newest checkpoint: engine and parts' state, and the offsets it covers."""
+        if not self.settings.checkpoint_interval:
+            return
+        self.checkpoints = CheckpointStore(bootstrap, self.settings.checkpoint_topic,
+                                           self.settings.group_id)
+        await self.checkpoints.start()
+        found = await self.checkpoints.load()
+        if found is None:
+            log.info("no checkpoint for group %s: starting afresh", self.settings.group_id)
+            return
+        state = pickle.loads(found.state)
+        self.engine.restore(state["engine"])
+        for name, part in self.parts.items():
+            if name in state:
+                part.restore(state[name])
+        self._restored = dict(found.offsets)
+        self.offsets = dict(found.offsets)
+        log.info("restored checkpoint %s covering %d partition(s)", found.id, len(found.offsets))
+
+    async def checkpoint(self) -> None:
+        """Write the state and the offsets it covers as one checkpoint, then commit them."""
+        assert self.checkpoints is not None and self.consumer is not None
+        state = {"engine": self.engine.snapshot(),
+                 **{name: part.snapshot() for name, part in self.parts.items()}}
+        offsets = dict(self.offsets)
+        await self.checkpoints.save(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL),
+                                    offsets)
+        self._last_checkpoint = time.monotonic()
+        try:
+            await self.consumer.commit({tp: o for tp, o in offsets.items()
+                                        if tp in self.consumer.assignment()})
+        except KafkaError as e:  # the checkpoint holds the offsets; the commit is for tools
+            log.warning("offset commit failed (%s); the checkpoint has them", e)
 
     @mode.Service.task
     async def _consume(self) -> None:
@@ -82,6 +143,9 @@ class IngestService(mode.Service):
                                                   max_records=self.settings.batch_max_records)
             self.polling = True
             await self.process(batches)
+            interval_s = self.settings.checkpoint_interval / 1000
+            if self.checkpoints and time.monotonic() - self._last_checkpoint >= interval_s:
+                await self.checkpoint()
 
     async def process(self, batches: dict) -> Step:
         """Ingest one poll's batches (one per partition), close windows, hand the step on."""
@@ -94,6 +158,8 @@ class IngestService(mode.Service):
                 if result.rejected:
                     await self._dead_letter(source, messages, result.rejected)
             self._lag(tp, messages)
+            if messages:
+                self.offsets[tp] = messages[-1].offset + 1
         step = self.engine.advance(now_ms)
         for source, runner in self.engine.sources.items():
             if runner.watermark is not None:
@@ -115,6 +181,10 @@ class IngestService(mode.Service):
 
     def _on_assigned(self, assigned) -> None:
         now_ms = int(time.time() * 1000)
+        assert self.consumer is not None
+        for tp in assigned:
+            if tp in self._restored:  # the checkpoint's offsets win over committed ones
+                self.consumer.seek(tp, self._restored.pop(tp))
         for source_topic, sources in self.topics.items():
             partitions = [tp.partition for tp in assigned if tp.topic == source_topic]
             for source in sources:
@@ -160,5 +230,5 @@ def _consumer(bootstrap: str, settings: Settings) -> AIOKafkaConsumer:
         heartbeat_interval_ms=max(settings.session_timeout // 3, 100),
         max_partition_fetch_bytes=1024 * 1024,
         fetch_max_bytes=16 * 1024 * 1024,
-        enable_auto_commit=True,
+        enable_auto_commit=False,  # offsets are committed after each checkpoint
     )

@@ -42,3 +42,5 @@ class Settings(BaseSettings):
     broker_wait: DurationMs = 60_000
     checkpoint_interval: DurationMs = 5_000
     checkpoint_topic: str = "kpistream-checkpoints"
+    delivery_log_topic: str = "kpistream-delivered"
+    grafana_url: str | None = None

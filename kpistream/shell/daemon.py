@@ -24,7 +24,8 @@ from kpistream.core.notify.model import AlertEvent
 from kpistream.core.ruleset import RuleSet
 from kpistream.errors import UsageError
 from kpistream.settings import Settings
-from kpistream.shell.broker import EmbeddedBroker, parse_bootstrap
+from kpistream.shell.alerting import AlertDelivery
+from kpistream.shell.broker import EmbeddedBroker, parse_bootstrap, wait_for_broker
 from kpistream.shell.exporter import Exporter
 from kpistream.shell.ingest import IngestService
 from kpistream.shell.timefmt import rfc3339
@@ -37,8 +38,9 @@ log = logging.getLogger("kpistream")
 class BrokerService(mode.Service):
     """The configured broker, or an embedded one started on a free loopback port."""
 
-    def __init__(self, url: str | None, **kwargs) -> None:
+    def __init__(self, url: str | None, wait_s: float = 60.0, **kwargs) -> None:
         self.url = url
+        self.wait_s = wait_s
         self.embedded: EmbeddedBroker | None = None
         super().__init__(**kwargs)
 
@@ -49,7 +51,8 @@ class BrokerService(mode.Service):
         return parse_bootstrap(self.url or "")
 
     async def on_start(self) -> None:
-        if self.url:
+        if self.url:  # retried with a line per attempt, then a clear error
+            await wait_for_broker(self.bootstrap, timeout_s=self.wait_s, log=log.warning)
             return
         self.embedded = EmbeddedBroker()
         await self.embedded.start()
@@ -118,11 +121,13 @@ def build_daemon(settings: Settings, rules: RuleSet, *,
                  sinks: Sequence[Callable[[Step], None]] = ()) -> tuple[Daemon, IngestService]:
     """Assemble broker, metrics, ingestion (and ``extra`` services fed by the broker)."""
     exporter = Exporter(rules)
-    broker = BrokerService(settings.broker)
+    broker = BrokerService(settings.broker, settings.broker_wait / 1000)
     metrics = MetricsService(settings.metrics_addr, exporter)
+    alerting = AlertDelivery(settings, rules, exporter, lambda: broker.bootstrap)
     ingest = IngestService(settings, rules, lambda: broker.bootstrap, exporter,
-                           sinks=[exporter.publish, ConsoleAlerts(rules), *sinks])
-    return Daemon([broker, metrics, *extra(broker), ingest]), ingest
+                           sinks=[exporter.publish, ConsoleAlerts(rules), alerting, *sinks],
+                           parts=[alerting])
+    return Daemon([broker, metrics, *extra(broker), alerting, ingest]), ingest
 
 
 def run_worker(daemon: Daemon) -> int:

@@ -7,10 +7,10 @@ collector from a snapshot the daemon updates after each step, on a registry of i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from kpistream.core.engine import IngestResult, Step
@@ -61,6 +61,24 @@ class _Snapshot(Collector):
         return family
 
 
+class _NotifierCollector(Collector):
+    """``kpistream_notifications_dropped_total`` and ``kpistream_notification_outbox``."""
+
+    def __init__(self) -> None:
+        self.notifier = None
+        self.outbox: Mapping = {}
+
+    def collect(self) -> Iterator[Metric]:
+        dropped = CounterMetricFamily("kpistream_notifications_dropped",
+                                      "Alert events not notified, by reason (silenced, "
+                                      "inhibited, shadow, ...).", labels=["reason"])
+        for reason, n in sorted((self.notifier.dropped if self.notifier else {}).items()):
+            dropped.add_metric([reason], n)
+        yield dropped
+        yield GaugeMetricFamily("kpistream_notification_outbox",
+                                "Notifications waiting for delivery.", value=len(self.outbox))
+
+
 class Exporter:
     """The daemon's metrics; ``registry`` is served by the HTTP endpoint."""
 
@@ -82,7 +100,16 @@ class Exporter:
                           ["version"], registry=self.registry)
         self.series = Gauge("kpistream_kpi_series", "Series currently reported per KPI.",
                             ["kpi"], registry=self.registry)
+        self.notifications = Counter("kpistream_notifications",
+                                     "Notification attempts per channel and result.",
+                                     ["channel", "result"], registry=self.registry)
+        self._notifier = _NotifierCollector()
+        self.registry.register(self._notifier)
         self.use_rules(rules)
+
+    def watch_notifier(self, notifier, outbox: Mapping) -> None:
+        """Export what the alert notifier dropped (by reason) and the outbox size."""
+        self._notifier.notifier, self._notifier.outbox = notifier, outbox
 
     def use_rules(self, rules: RuleSet) -> None:
         self.snapshot.rules = rules

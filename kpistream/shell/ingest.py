@@ -21,7 +21,7 @@ from kpistream.core.engine import Engine, Step
 from kpistream.core.ruleset import RuleSet
 from kpistream.errors import BrokerUnavailable
 from kpistream.settings import Settings
-from kpistream.shell.broker import ensure_topics, wait_for_broker
+from kpistream.shell.broker import ensure_topics
 from kpistream.shell.checkpoint import CheckpointStore
 from kpistream.shell.exporter import Exporter
 
@@ -73,8 +73,6 @@ class IngestService(mode.Service):
 
     async def on_start(self) -> None:
         bootstrap = self._bootstrap()
-        await wait_for_broker(bootstrap, timeout_s=self.settings.broker_wait / 1000,
-                              log=log.warning)
         await ensure_topics(bootstrap, {s.topic: s.partitions for s in self.rules.sources.values()})
         await self._restore(bootstrap)
         self.consumer = _consumer(bootstrap, self.settings)

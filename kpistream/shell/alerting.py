@@ -1,0 +1,172 @@
+"""Alert delivery in the daemon: alert events → notifier → outbox → Apprise, across restarts.
+
+Each step's alert events go to the pure :class:`~kpistream.core.notify.pipeline.Notifier`
+(routing, silences, inhibition, grouping, repeats, quiet hours); the notifications it makes
+wait in an outbox until every channel has had its attempts. The notifier and the outbox are
+checkpointed with the engine (see :class:`~kpistream.shell.ingest.IngestService`), and every
+finished delivery is logged to a topic, so after a crash a notification pending at the crash
+is delivered, a delivered one is not sent again (at most one repeat, for a crash between the
+send and its log record), and a firing alert does not fire anew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import time
+from collections.abc import Mapping
+
+import mode
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from kpistream.core.engine import Step
+from kpistream.core.notify.model import Notification, OwnerPolicy
+from kpistream.core.notify.pipeline import Notifier
+from kpistream.core.notify.render import render
+from kpistream.core.ruleset import RuleSet
+from kpistream.settings import Settings
+from kpistream.shell.broker import ensure_topics
+from kpistream.shell.delivery import Sender, counter_sink, notification_chart
+from kpistream.shell.exporter import Exporter
+from kpistream.shell.topics import read_tail
+
+__all__ = ["AlertDelivery", "owner_policies"]
+
+log = logging.getLogger("kpistream.alerting")
+#: delivered notification ids remembered across restarts
+_REMEMBER = 10_000
+#: a notification whose channels all failed is tried again after this long, until it is old
+_RETRY_LATER_S = 30.0
+_GIVE_UP_S = 3600.0
+_WORKERS = 4
+
+
+def owner_policies(rules: RuleSet) -> dict[str, OwnerPolicy]:
+    """The rule set's owners as notifier policies."""
+    return {o.name: OwnerPolicy(o.name, o.notify, o.language, o.group_wait_ms,
+                                o.repeat_interval_ms, o.send_resolved, o.quiet_hours,
+                                rules.timezone)
+            for o in rules.owners.values()}
+
+
+class AlertDelivery(mode.Service):
+    """Turns each step's alert events into delivered notifications."""
+
+    name = "alerting"
+
+    def __init__(self, settings: Settings, rules: RuleSet, exporter: Exporter, bootstrap,
+                 *, environ: Mapping[str, str] | None = None, **kwargs) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.exporter = exporter
+        self._bootstrap = bootstrap
+        self.notifier = Notifier(owner_policies(rules), rules.silences)
+        self.outbox: dict[str, tuple[Notification, float]] = {}
+        self.delivered: dict[str, None] = {}
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.sender = Sender(
+            render=functools.partial(render, grafana_url=settings.grafana_url),
+            environ=os.environ if environ is None else environ,
+            count=counter_sink(exporter.notifications),
+            chart=functools.partial(notification_chart, timezone=rules.timezone))
+        self.log_producer: AIOKafkaProducer | None = None
+        exporter.watch_notifier(self.notifier, self.outbox)
+        super().__init__(**kwargs)
+
+    # -- the step sink and the clock ------------------------------------------------------
+
+    def __call__(self, step: Step) -> None:
+        """Offer a step's alert events and queue what is due now."""
+        now_ms = _now_ms()
+        if step.transitions:
+            self.notifier.offer(step.transitions, now_ms)
+        self._flush(now_ms)
+
+    @mode.Service.timer(0.25)
+    async def _tick(self) -> None:
+        self._flush(_now_ms())  # group_wait, repeats, quiet hours ending
+
+    def _flush(self, now_ms: int) -> None:
+        for n in self.notifier.due(now_ms):
+            if n.id in self.delivered or n.id in self.outbox:
+                continue
+            self.outbox[n.id] = (n, time.monotonic())
+            self.queue.put_nowait(n.id)
+
+    # -- delivery -------------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        bootstrap = self._bootstrap()
+        topic = self.settings.delivery_log_topic
+        await ensure_topics(bootstrap, {topic: 1})
+        records = await read_tail(bootstrap, topic, first=_REMEMBER)
+        key = self.settings.group_id.encode()
+        for record in records[-_REMEMBER:]:
+            if record.key == key and record.value:
+                self.delivered[record.value.decode()] = None
+        self.log_producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        await self.log_producer.start()
+        for _ in range(_WORKERS):
+            self.add_future(self._deliver_forever())
+
+    async def on_stop(self) -> None:
+        self.sender.close()
+        if self.log_producer is not None:
+            await self.log_producer.stop()
+
+    async def _deliver_forever(self) -> None:
+        while not self.should_stop:
+            notification_id = await self.queue.get()
+            entry = self.outbox.get(notification_id)
+            if entry is not None:
+                await self._deliver(*entry)
+
+    async def _deliver(self, n: Notification, queued_at: float) -> None:
+        delivery = await self.sender.send(n)
+        if delivery.delivered or time.monotonic() - queued_at > _GIVE_UP_S:
+            if not delivery.delivered:
+                log.error("giving up on notification %s for %s after %.0f s", n.id, n.owner,
+                          _GIVE_UP_S)
+            await self._log_delivered(n.id)
+            self.outbox.pop(n.id, None)
+            return
+        failed = [o for o in delivery.outcomes if o.result == "failed"]
+        log.warning("notification %s for %s: %d channel(s) failed (%s); trying again in "
+                    "%.0f s", n.id, n.owner, len(failed),
+                    "; ".join(f"{o.channel}: {o.reason}" for o in failed), _RETRY_LATER_S)
+        asyncio.get_running_loop().call_later(_RETRY_LATER_S, self.queue.put_nowait, n.id)
+
+    async def _log_delivered(self, notification_id: str) -> None:
+        self.delivered[notification_id] = None
+        while len(self.delivered) > _REMEMBER:
+            del self.delivered[next(iter(self.delivered))]
+        if self.log_producer is None:
+            return
+        try:
+            await self.log_producer.send_and_wait(
+                self.settings.delivery_log_topic, notification_id.encode(),
+                key=self.settings.group_id.encode())
+        except KafkaError as e:  # a repeat after a crash is the worst that can follow
+            log.warning("could not log delivery of %s: %s", notification_id, e)
+
+    # -- checkpointed state (see IngestService.parts) -------------------------------------
+
+    def snapshot(self) -> dict:
+        return {"notifier": self.notifier.snapshot(),
+                "outbox": [n for n, _ in self.outbox.values()]}
+
+    def restore(self, state: dict) -> None:
+        self.notifier = Notifier.restore(state["notifier"], owner_policies(self.rules),
+                                         self.rules.silences)
+        self.exporter.watch_notifier(self.notifier, self.outbox)
+        for n in state["outbox"]:
+            if n.id not in self.delivered and n.id not in self.outbox:
+                self.outbox[n.id] = (n, time.monotonic())
+                self.queue.put_nowait(n.id)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

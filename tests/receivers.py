@@ -71,6 +71,7 @@ class ReceivedRequest:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    status: int = 200  # what the receiver answered
 
     @property
     def json(self) -> Any:
@@ -116,7 +117,8 @@ def _handler_for(receiver: HttpReceiver) -> type[BaseHTTPRequestHandler]:
             status = receiver.status_for_next()
             body = json.dumps(receiver.reply if status == 200 else {"error": status}).encode()
             request = ReceivedRequest(
-                self.command, split.path, query, dict(self.headers), self.rfile.read(length)
+                self.command, split.path, query, dict(self.headers), self.rfile.read(length),
+                status,
             )
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

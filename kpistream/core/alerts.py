@@ -21,8 +21,8 @@ series stopped being reported).
 ...     evaluator.offer(ClosedWindow("gmv", end - 60_000, end, {("east",): v}))
 ...     for e in evaluator.evaluate({"gmv": end}):
 ...         print(e.state, e.at_ms, e.value, e.since_ms, e.labels)
-firing 180000 3.0 60000 (('region', 'east'),)
-resolved 240000 50.0 60000 (('region', 'east'),)
+firing 180000 3.0 0 (('region', 'east'),)
+resolved 240000 50.0 0 (('region', 'east'),)
 """
 
 from __future__ import annotations
@@ -173,7 +173,9 @@ class AlertEvaluator:
         return AlertEvent(
             alert=rule.name, kpi=rule.kpi, labels=tuple(sorted(zip(kpi.labels, key,
                                                                    strict=True))),
-            state=state, severity=severity, at_ms=at_ms, since_ms=since_ms, value=value,
+            state=state, severity=severity, at_ms=at_ms,
+            since_ms=kpi.calendar.window_start(since_ms),  # the first breaching window began
+            value=value,
             condition=_condition_text(rule, severity), owner=rule.owner, kpi_title=kpi.title,
             unit=kpi.unit, summary=rule.summary, notify=rule.notify, history=history)
 

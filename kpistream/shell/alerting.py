@@ -126,14 +126,16 @@ class AlertDelivery(mode.Service):
 
     async def _deliver(self, n: Notification, queued_at: float) -> None:
         delivery = await self.sender.send(n)
-        if delivery.delivered or time.monotonic() - queued_at > _GIVE_UP_S:
-            if not delivery.delivered:
+        # a channel tried and failed may come back; a URL that is not usable (a missing
+        # ${VAR}, a URL Apprise rejects) will not, and is logged by the sender
+        failed = [o for o in delivery.outcomes if o.result == "failed" and o.attempts > 0]
+        if not failed or time.monotonic() - queued_at > _GIVE_UP_S:
+            if failed:
                 log.error("giving up on notification %s for %s after %.0f s", n.id, n.owner,
                           _GIVE_UP_S)
             await self._log_delivered(n.id)
             self.outbox.pop(n.id, None)
             return
-        failed = [o for o in delivery.outcomes if o.result == "failed"]
         log.warning("notification %s for %s: %d channel(s) failed (%s); trying again in "
                     "%.0f s", n.id, n.owner, len(failed),
                     "; ".join(f"{o.channel}: {o.reason}" for o in failed), _RETRY_LATER_S)

@@ -100,6 +100,9 @@ class Exporter:
                           ["version"], registry=self.registry)
         self.series = Gauge("kpistream_kpi_series", "Series currently reported per KPI.",
                             ["kpi"], registry=self.registry)
+        self.checkpointed = Gauge("kpistream_checkpoint_last_timestamp_seconds",
+                                  "When the last checkpoint (state + offsets) was written.",
+                                  registry=self.registry)
         self.notifications = Counter("kpistream_notifications",
                                      "Notification attempts per channel and result.",
                                      ["channel", "result"], registry=self.registry)

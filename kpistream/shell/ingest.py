@@ -127,6 +127,7 @@ class IngestService(mode.Service):
         await self.checkpoints.save(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL),
                                     offsets)
         self._last_checkpoint = time.monotonic()
+        self.exporter.checkpointed.set(time.time())
         try:
             await self.consumer.commit({tp: o for tp, o in offsets.items()
                                         if tp in self.consumer.assignment()})

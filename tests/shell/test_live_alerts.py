@@ -1,0 +1,133 @@
+"""Alerts end to end: events on the embedded broker → `kpistream run` → a real HTTP webhook
+and a real SMTP server; then kill -9 and restart: nothing lost, nothing repeated."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from daemon_support import Daemon, poll, produce
+
+T = 1_700_000_040_000  # a minute boundary (2023-11-14T22:14:00Z)
+MIN = 60_000
+RULES = """
+sources:
+  - {name: orders, topic: TOPIC, partitions: 1}
+kpis:
+  - {name: paid, title: Paid orders, unit: orders, source: orders, agg: count(), by: [region],
+     window: 1m, lateness: 0s, owner: ops}
+alerts:
+  - {name: too_few_orders, kpi: paid, when: value < 3, severity: critical,
+     summary: checkout may be broken}
+owners:
+  - name: ops
+    language: en
+    notify: ["${HOOK}", "${MAIL}"]
+"""
+
+
+class Shop:
+    """A rules directory, a topic, and a way to send a minute's orders."""
+
+    def __init__(self, broker, tmp_path: Path, http_receiver, smtp_receiver) -> None:
+        self.broker, self.tmp_path = broker, tmp_path
+        self.topic = f"alerts-{uuid.uuid4().hex[:8]}"
+        self.rules = tmp_path / "rules"
+        self.rules.mkdir()
+        (self.rules / "shop.yaml").write_text(RULES.replace("TOPIC", self.topic))
+        self.env = {
+            "KPISTREAM_GROUP_ID": f"g-{self.topic}", "KPISTREAM_IDLE_TIMEOUT": "1h",
+            "KPISTREAM_CHECKPOINT_INTERVAL": "200ms",
+            "KPISTREAM_CHECKPOINT_TOPIC": f"cp-{self.topic}",
+            "KPISTREAM_DELIVERY_LOG_TOPIC": f"dl-{self.topic}",
+            "HOOK": f"json://{http_receiver.url.removeprefix('http://')}/hook",
+            "MAIL": (f"mailto://{smtp_receiver.user}:{smtp_receiver.password}@127.0.0.1:"
+                     f"{smtp_receiver.port}?mode=insecure&to=ops@example.com"
+                     "&from=kpistream@example.com"),
+        }
+        self.sent = 0
+
+    def daemon(self) -> Daemon:
+        return Daemon(self.rules, self.broker.url, self.env)
+
+    def minute(self, index: int, orders: int) -> None:
+        path = self.tmp_path / f"m{index}-{self.sent}.jsonl"
+        path.write_bytes(b"".join(orjson.dumps({"ts": T + index * MIN + i, "region": "east"})
+                                  + b"\n" for i in range(orders)))
+        produce(self.broker.url, self.topic, path)
+        self.sent += orders
+
+
+@pytest.fixture
+def shop(broker, tmp_path, http_receiver, smtp_receiver):
+    return Shop(broker, tmp_path, http_receiver, smtp_receiver)
+
+
+async def checkpointed_after(daemon: Daemon, moment: float) -> None:
+    await poll(lambda: daemon.value("kpistream_checkpoint_last_timestamp_seconds") > moment,
+               deadline_s=20, what="a checkpoint")
+
+
+async def test_an_owner_gets_one_message_per_incident_across_a_crash(
+        shop, http_receiver, smtp_receiver):
+    daemon = shop.daemon()
+    try:
+        for index, orders in enumerate([5, 1, 5]):  # minute 1 has too few orders
+            shop.minute(index, orders)
+        (firing,) = await http_receiver.wait_for(1, timeout_s=60)
+        body = firing.json
+        assert body["title"] == "[kpistream] 🔴 firing · critical · Paid orders (too_few_orders)"
+        for text in ("Paid orders", "region=east", "= 1 orders", "value < 3",
+                     "checkout may be broken", "Owner: ops", "2023-11-14 22:15", "for 1 min"):
+            assert text in body["message"], (text, body["message"])
+        (mail,) = await smtp_receiver.wait_for(1, timeout_s=30)
+        assert mail.subject == body["title"]
+        assert [name for name, _, _ in mail.attachments] == ["chart.png"]
+        await checkpointed_after(daemon, time.time())
+    finally:
+        daemon.kill9()
+
+    restarted = shop.daemon()
+    try:
+        shop.minute(3, 5)  # closes minute 2 (5 orders): the alert resolves
+        requests = await http_receiver.wait_for(2, timeout_s=60)
+        assert [r.json["type"] for r in requests] == ["failure", "success"]
+        resolved = requests[1].json["message"]
+        assert "= 5 orders" in resolved and "for 2 min" in resolved, resolved
+        await checkpointed_after(restarted, time.time())
+    finally:
+        output = restarted.stop()
+    assert len(http_receiver.requests) == 2, output  # the firing was not sent again
+
+
+async def test_a_notification_pending_at_a_crash_is_delivered_after_restart(
+        shop, http_receiver):
+    http_receiver.fail_next(1000)  # the webhook is down
+    shop.env["MAIL"] = ""  # this test watches the webhook only
+    daemon = shop.daemon()
+    try:
+        for index, orders in enumerate([5, 1, 5]):
+            shop.minute(index, orders)
+        await http_receiver.wait_for(1, timeout_s=60)  # tried, and failed
+        await poll(lambda: daemon.value("kpistream_notification_outbox") == 1, deadline_s=20,
+                   what="the notification to wait in the outbox")
+        await checkpointed_after(daemon, time.time())
+    finally:
+        daemon.kill9()
+    http_receiver.fail_next(0)
+    http_receiver._failures.clear()  # the webhook is back
+    failed = len(http_receiver.requests)
+    restarted = shop.daemon()
+    try:
+        requests = await http_receiver.wait_for(failed + 1, timeout_s=60)
+        delivered = [r for r in requests if r.status == 200]
+        assert len(delivered) == 1
+        assert delivered[0].json["type"] == "failure"
+        await poll(lambda: restarted.value("kpistream_notification_outbox") == 0,
+                   deadline_s=20, what="the outbox to empty")
+    finally:
+        restarted.stop()
+    assert len([r for r in http_receiver.requests if r.status == 200]) == 1

@@ -43,4 +43,5 @@ class Settings(BaseSettings):
     checkpoint_interval: DurationMs = 5_000
     checkpoint_topic: str = "kpistream-checkpoints"
     delivery_log_topic: str = "kpistream-delivered"
+    silences_topic: str = "kpistream-silences"
     grafana_url: str | None = None

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from kpistream.core.engine import Step
-from kpistream.core.notify.model import Notification, OwnerPolicy
+from kpistream.core.notify.model import Notification, OwnerPolicy, Silence
 from kpistream.core.notify.pipeline import Notifier
 from kpistream.core.notify.render import render
 from kpistream.core.ruleset import RuleSet
@@ -31,6 +31,7 @@ from kpistream.settings import Settings
 from kpistream.shell.broker import ensure_topics
 from kpistream.shell.delivery import Sender, counter_sink, notification_chart
 from kpistream.shell.exporter import Exporter
+from kpistream.shell.silences import SilenceLog
 from kpistream.shell.topics import read_tail
 
 __all__ = ["AlertDelivery", "owner_policies"]
@@ -64,6 +65,7 @@ class AlertDelivery(mode.Service):
         self.exporter = exporter
         self._bootstrap = bootstrap
         self.notifier = Notifier(owner_policies(rules), rules.silences)
+        self.runtime_silences: dict[str, Silence] = {}
         self.outbox: dict[str, tuple[Notification, float]] = {}
         self.delivered: dict[str, None] = {}
         self.queue: asyncio.Queue[str] = asyncio.Queue()
@@ -109,6 +111,10 @@ class AlertDelivery(mode.Service):
                 self.delivered[record.value.decode()] = None
         self.log_producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
         await self.log_producer.start()
+        silences = SilenceLog(bootstrap, self.settings.silences_topic)
+        self.runtime_silences, offset = await silences.read_all()
+        self._apply_silences()
+        self.add_future(silences.follow(offset, self._on_silence))
         for _ in range(_WORKERS):
             self.add_future(self._deliver_forever())
 
@@ -154,6 +160,15 @@ class AlertDelivery(mode.Service):
         except KafkaError as e:  # a repeat after a crash is the worst that can follow
             log.warning("could not log delivery of %s: %s", notification_id, e)
 
+    def _on_silence(self, silence: Silence) -> None:
+        self.runtime_silences[silence.id] = silence
+        self._apply_silences()
+        log.info("silence %s: %s until %s (%s)", silence.id, dict(silence.matchers),
+                 silence.ends_ms, silence.comment)
+
+    def _apply_silences(self) -> None:
+        self.notifier.set_silences([*self.rules.silences, *self.runtime_silences.values()])
+
     # -- checkpointed state (see IngestService.parts) -------------------------------------
 
     def snapshot(self) -> dict:
@@ -161,8 +176,8 @@ class AlertDelivery(mode.Service):
                 "outbox": [n for n, _ in self.outbox.values()]}
 
     def restore(self, state: dict) -> None:
-        self.notifier = Notifier.restore(state["notifier"], owner_policies(self.rules),
-                                         self.rules.silences)
+        self.notifier = Notifier.restore(state["notifier"], owner_policies(self.rules))
+        self._apply_silences()
         self.exporter.watch_notifier(self.notifier, self.outbox)
         for n in state["outbox"]:
             if n.id not in self.delivered and n.id not in self.outbox:

@@ -1,4 +1,4 @@
-"""The ``kpistream`` command line: run, demo, check, backtest, produce.
+"""The ``kpistream`` command line: run, demo, check, backtest, produce, silence.
 
 Exit codes: 0 success, 1 invalid input (rules, events, arguments) with a clear message,
 2 usage error. A user error never prints a Python traceback.
@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,6 +74,27 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("--events", required=True, nargs="+", metavar="[SOURCE=]FILE")
     backtest.add_argument("--out", required=True, metavar="OUTDIR")
     backtest.set_defaults(handler=_backtest)
+
+    silence = sub.add_parser("silence", help="mute alerts for a while (runtime silences)")
+    actions = silence.add_subparsers(required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="create a silence")
+    add.add_argument("--match", action="append", default=[], metavar="NAME=VALUE",
+                     help="alert, kpi, severity, owner or a label; repeat for more")
+    ends = add.add_mutually_exclusive_group(required=True)
+    ends.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 2h")
+    ends.add_argument("--ends", metavar="TIME", help="RFC 3339, e.g. 2026-11-24T08:00:00+08:00")
+    add.add_argument("--starts", metavar="TIME", help="RFC 3339 (default now)")
+    add.add_argument("--comment", required=True, help="why (shown in silence list)")
+    add.add_argument("--by", default="", help="who")
+    add.set_defaults(handler=_silence_add)
+    expire = actions.add_parser("expire", help="end a silence now")
+    expire.add_argument("id")
+    expire.set_defaults(handler=_silence_expire)
+    listing = actions.add_parser("list", help="show active and pending silences")
+    listing.add_argument("--all", action="store_true", help="expired ones too")
+    listing.set_defaults(handler=_silence_list)
+    for action in (add, expire, listing):
+        action.add_argument("--broker", help="kafka://HOST:PORT (KPISTREAM_BROKER)")
 
     produce = sub.add_parser("produce", help="send JSONL events to a topic")
     produce.add_argument("--broker", required=True)
@@ -145,6 +167,67 @@ def _produce(args: argparse.Namespace) -> int:
                                       key_field=args.key))
     print(f"sent {count} message(s) to {args.topic}", file=sys.stderr)
     return 0
+
+
+def _silence_log(args: argparse.Namespace):
+    from kpistream.shell.broker import parse_bootstrap
+    from kpistream.shell.silences import SilenceLog
+
+    settings = Settings(**({"broker": args.broker} if args.broker else {}))
+    if not settings.broker:
+        raise UsageError("name the daemon's broker: --broker kafka://HOST:PORT or "
+                         "KPISTREAM_BROKER")
+    return SilenceLog(parse_bootstrap(settings.broker), settings.silences_topic)
+
+
+def _silence_add(args: argparse.Namespace) -> int:
+    from kpistream.core.durations import parse_duration_ms
+    from kpistream.shell.silences import parse_matchers
+
+    now = int(time.time() * 1000)
+    starts = _moment_ms(args.starts, "--starts") if args.starts else now
+    try:
+        ends = (starts + parse_duration_ms(args.duration) if args.duration
+                else _moment_ms(args.ends, "--ends"))
+    except ValueError as e:
+        raise UsageError(f"--for: {e}") from e
+    silence = asyncio.run(_silence_log(args).add(
+        parse_matchers(args.match), starts_ms=starts, ends_ms=ends, comment=args.comment,
+        created_by=args.by))
+    print(silence.id)
+    return 0
+
+
+def _silence_expire(args: argparse.Namespace) -> int:
+    silence = asyncio.run(_silence_log(args).expire(args.id, int(time.time() * 1000)))
+    print(f"expired {silence.id}")
+    return 0
+
+
+def _silence_list(args: argparse.Namespace) -> int:
+    from kpistream.shell.timefmt import rfc3339
+
+    now = int(time.time() * 1000)
+    silences = asyncio.run(_silence_log(args).read()).values()
+    for s in sorted(silences, key=lambda s: s.starts_ms):
+        if args.all or s.ends_ms > now:
+            matchers = " ".join(f"{k}={v}" for k, v in s.matchers)
+            print(f"{s.id}  {rfc3339(s.starts_ms)} .. {rfc3339(s.ends_ms)}  {matchers}  "
+                  f"# {s.comment}{f' ({s.created_by})' if s.created_by else ''}")
+    return 0
+
+
+def _moment_ms(text: str, flag: str) -> int:
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise UsageError(f"{flag}: expected an RFC 3339 time with an offset, e.g. "
+                         f"2026-11-24T08:00:00+08:00, got {text!r}")
+    return int(moment.timestamp() * 1000)
 
 
 def _demo_rules() -> Path:

@@ -7,6 +7,7 @@ collector from a snapshot the daemon updates after each step, on a registry of i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -77,6 +78,10 @@ class _NotifierCollector(Collector):
         yield dropped
         yield GaugeMetricFamily("kpistream_notification_outbox",
                                 "Notifications waiting for delivery.", value=len(self.outbox))
+        now_ms = time.time() * 1000
+        silences = self.notifier.silences if self.notifier else ()
+        yield GaugeMetricFamily("kpistream_silences_active", "Silences in force now.",
+                                value=sum(s.starts_ms <= now_ms < s.ends_ms for s in silences))
 
 
 class Exporter:

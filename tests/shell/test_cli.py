@@ -92,3 +92,15 @@ def test_run_with_an_unreachable_broker_retries_then_says_what_to_do(tmp_path):
     assert err.strip().splitlines()[-1].startswith(
         "kpistream: broker 127.0.0.1:9 not reachable after ")
     assert "Traceback" not in err
+
+
+def test_silence_add_rejects_bad_input_with_a_message():
+    bad_matcher = kpistream("silence", "add", "--broker", "kafka://127.0.0.1:9", "--match",
+                            "region", "--for", "1h", "--comment", "x")
+    assert bad_matcher.returncode == 2
+    assert b'matcher "region": expected NAME=VALUE' in bad_matcher.stderr
+    bad_time = kpistream("silence", "add", "--broker", "kafka://127.0.0.1:9", "--match",
+                         "alert=a", "--ends", "tomorrow", "--comment", "x")
+    assert bad_time.returncode == 2
+    assert b"--ends: expected an RFC 3339 time with an offset" in bad_time.stderr
+    assert b"Traceback" not in bad_matcher.stderr + bad_time.stderr

@@ -3,6 +3,9 @@ and a real SMTP server; then kill -9 and restart: nothing lost, nothing repeated
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -131,3 +134,36 @@ async def test_a_notification_pending_at_a_crash_is_delivered_after_restart(
     finally:
         restarted.stop()
     assert len([r for r in http_receiver.requests if r.status == 200]) == 1
+
+
+def silence_cli(shop, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "kpistream", "silence", *args, "--broker",
+                           shop.broker.url], env={**os.environ, **shop.env},
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.decode()
+
+
+async def test_a_runtime_silence_mutes_until_it_is_expired(shop, http_receiver):
+    shop.env["MAIL"] = ""
+    shop.env["KPISTREAM_SILENCES_TOPIC"] = f"sil-{shop.topic}"
+    daemon = shop.daemon()
+    try:
+        await poll(lambda: daemon.scrape(), deadline_s=30, what="the daemon to serve metrics")
+        silence_id = silence_cli(shop, "add", "--match", "alert=too_few_orders", "--match",
+                                 "region=east", "--for", "1h", "--comment", "deploying").strip()
+        await poll(lambda: daemon.value("kpistream_silences_active") == 1, deadline_s=30,
+                   what="the daemon to pick the silence up")
+        assert silence_id in silence_cli(shop, "list")
+        for index, orders in enumerate([5, 1, 5]):
+            shop.minute(index, orders)
+        await poll(lambda: daemon.value("kpistream_notifications_dropped_total",
+                                        reason="silenced") >= 1, deadline_s=60,
+                   what="the firing to be silenced")
+        assert http_receiver.requests == []
+        assert "expired" in silence_cli(shop, "expire", silence_id)
+        (firing,) = await http_receiver.wait_for(1, timeout_s=30)  # still firing: sent now
+        assert firing.json["type"] == "failure"
+        assert silence_id not in silence_cli(shop, "list")
+    finally:
+        daemon.stop()

@@ -104,3 +104,11 @@ def test_silence_add_rejects_bad_input_with_a_message():
     assert bad_time.returncode == 2
     assert b"--ends: expected an RFC 3339 time with an offset" in bad_time.stderr
     assert b"Traceback" not in bad_matcher.stderr + bad_time.stderr
+
+
+def test_backtest_alert_scenarios_give_the_expected_alerts_csv(tmp_path):
+    scenario = DATA / "backtest_alerts"
+    done = kpistream("backtest", "--rules", str(scenario / "rules.yaml"), "--events",
+                     str(scenario / "events.jsonl"), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "alerts.csv").read_text() == (scenario / "expected_alerts.csv").read_text()

@@ -120,12 +120,12 @@ def _handler_for(receiver: HttpReceiver) -> type[BaseHTTPRequestHandler]:
                 self.command, split.path, query, dict(self.headers), self.rfile.read(length),
                 status,
             )
+            receiver.inbox.put(request)  # before the reply: once a send returns, it is here
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
-            receiver.inbox.put(request)  # after the reply: the sender has its answer first
 
         do_POST = do_PUT = do_GET = _record
 

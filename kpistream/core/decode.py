@@ -31,6 +31,7 @@ __all__ = ["MIN_EVENT_TIME_MS", "Decoded", "Decoder", "field_column"]
 #: Events stamped before 2000-01-01 are taken for broken clocks or wrong units.
 MIN_EVENT_TIME_MS = 946_684_800_000
 _MS_THRESHOLD = 100_000_000_000  # numbers above 10^11 are epoch milliseconds
+_MAX_MS = 2**53  # beyond, a time is nonsense (and not exact as a float)
 _DTYPES = {FieldType.NUMBER: pl.Float64, FieldType.STRING: pl.String,
            FieldType.BOOL: pl.Boolean}
 _RFC3339 = "%Y-%m-%dT%H:%M:%S%.f%z"
@@ -161,8 +162,8 @@ def _epoch_ms(column: pl.Expr) -> pl.Expr:
     zoned = text.str.to_datetime(_RFC3339, strict=False, time_unit="ms").dt.epoch("ms")
     naive = text.str.to_datetime(_NAIVE, strict=False, time_unit="ms").dt.epoch("ms")
     parsed = pl.coalesce(zoned, naive)
-    finite = as_ms.is_finite()
-    return pl.when(number.is_not_null() & finite).then(as_ms.round().cast(pl.Int64)).otherwise(
+    in_range = as_ms.abs() < _MAX_MS  # also false for NaN and infinities
+    return pl.when(number.is_not_null() & in_range).then(as_ms.round().cast(pl.Int64)).otherwise(
         pl.when(number.is_null()).then(parsed)
     )
 

@@ -99,3 +99,9 @@ def test_any_mix_keeps_exactly_the_valid_messages(batch):
         assert row["amount"] == (float(event["amount"]) if "amount" in event else None)
     for i, _ in out.invalid:
         assert batch[i] not in {valid(n) for n in range(1001)}
+
+
+def test_absurd_numeric_times_are_invalid_not_a_crash():
+    out = decoder().decode([b'{"ts": "1E100"}', b'{"ts": 1e300}', b'{"ts": -1e20}', valid(1)])
+    assert [i for i, _ in out.invalid] == [0, 1, 2]
+    assert all(r.startswith('missing or unparsable time field "ts"') for _, r in out.invalid)

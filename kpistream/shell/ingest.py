@@ -147,18 +147,22 @@ class IngestService(mode.Service):
                 await self.checkpoint()
 
     async def process(self, batches: dict) -> Step:
-        """Ingest one poll's batches (one per partition), close windows, hand the step on."""
+        """Ingest one poll (all partitions of a topic as one batch), close windows, hand on."""
         now_ms = int(time.time() * 1000)
+        by_topic: dict[str, list[tuple[TopicPartition, list]]] = {}
         for tp, messages in batches.items():
-            values = [m.value for m in messages]
-            for source in self.topics.get(tp.topic, ()):
-                result = self.engine.ingest(source, values, now_ms, partition=tp.partition)
+            if messages:
+                by_topic.setdefault(tp.topic, []).append((tp, messages))
+                self._lag(tp, messages)
+                self.offsets[tp] = messages[-1].offset + 1
+        for topic, parts in by_topic.items():
+            partitions = [(tp.partition, [m.value for m in messages]) for tp, messages in parts]
+            for source in self.topics.get(topic, ()):
+                result = self.engine.ingest_partitions(source, partitions, now_ms)
                 self.exporter.count(source, result)
                 if result.rejected:
+                    messages = [m for _, ms in parts for m in ms]
                     await self._dead_letter(source, messages, result.rejected)
-            self._lag(tp, messages)
-            if messages:
-                self.offsets[tp] = messages[-1].offset + 1
         step = self.engine.advance(now_ms)
         for source, runner in self.engine.sources.items():
             if runner.watermark is not None:
@@ -223,6 +227,7 @@ class _Rebalance(ConsumerRebalanceListener):
 def _consumer(bootstrap: str, settings: Settings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
+        max_poll_records=settings.batch_max_records,
         group_id=settings.group_id,
         auto_offset_reset=settings.start_from,
         session_timeout_ms=settings.session_timeout,

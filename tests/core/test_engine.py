@@ -113,3 +113,17 @@ def test_an_idle_partition_stops_holding_the_watermark():
     assert [w.end_ms for w in e.advance(now_ms=now + 15_000).windows] == [t + MIN]
     late = e.ingest("a", [ev(t + 5)], now_ms=now + 15_001, partition=1)
     assert late.late == 1
+
+
+def test_partitions_ingested_together_wait_for_each_other():
+    e = engine("  - {name: n, source: a, agg: count(), window: 1m, lateness: 5s}")
+    t = ms("2024-01-01T10:00:00")
+    e.assign("a", [0, 1])
+    ahead = [ev(t + i * 10_000) for i in range(60)]
+    behind = [ev(t + i * 10_000 + 1) for i in range(30)]
+    result = e.ingest_partitions("a", [(0, ahead), (1, behind)])
+    assert (result.ok, result.late) == (90, 0)
+    closed = e.advance().windows  # partition 1 reached 10:04:50: 10:00-10:04 are final
+    assert [w.values[()] for w in closed] == [12.0, 12.0, 12.0, 12.0]
+    late = e.ingest_partitions("a", [(1, [ev(t + 60_000)])])
+    assert late.late == 1

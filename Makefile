@@ -25,6 +25,7 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) bench/engine_throughput.py
+	$(PY) bench/alert_latency.py
 
 clean:
 	rm -rf $(VENV)

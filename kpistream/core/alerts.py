@@ -16,10 +16,9 @@ series stopped being reported).
 ... kpis: [{name: gmv, source: s, agg: sum(x), by: [region], window: 1m}]
 ... alerts: [{name: low, kpi: gmv, when: value < 10, for: 2m, severity: critical}]
 ... ''')
->>> evaluator = AlertEvaluator(rules.alerts[0], rules)
+>>> group = AlertGroup("gmv", [AlertEvaluator(rules.alerts[0], rules, KpiHistory(60_000, 0))])
 >>> for end, v in [(60_000, 5.0), (120_000, 4.0), (180_000, 3.0), (240_000, 50.0)]:
-...     evaluator.offer(ClosedWindow("gmv", end - 60_000, end, {("east",): v}))
-...     for e in evaluator.evaluate({"gmv": end}):
+...     for e in group.step(ClosedWindow("gmv", end - 60_000, end, {("east",): v})):
 ...         print(e.state, e.at_ms, e.value, e.since_ms, e.labels)
 firing 180000 3.0 0 (('region', 'east'),)
 resolved 240000 50.0 0 (('region', 'east'),)
@@ -27,17 +26,17 @@ resolved 240000 50.0 0 (('region', 'east'),)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from kpistream.core.baselines import SeriesHistory
+from kpistream.core.baselines import KpiHistory
 from kpistream.core.expr import ExprError
 from kpistream.core.join import WindowJoin
 from kpistream.core.notify.model import AlertEvent
 from kpistream.core.ruleset import Alert, RuleSet
 from kpistream.core.values import AlertState, ClosedWindow, SeriesKey
 
-__all__ = ["AlertEvaluator", "SeriesAlert"]
+__all__ = ["AlertEvaluator", "AlertGroup", "SeriesAlert"]
 
 #: Points of the series carried by each alert event, for charts.
 CHART_POINTS = 60
@@ -52,12 +51,21 @@ class SeriesAlert:
     false_since_ms: int | None = None
 
 
-class AlertEvaluator:
-    """Evaluates one alert rule over its KPI's (and its inputs') closed windows."""
+Env = dict[str, object]
 
-    def __init__(self, rule: Alert, rules: RuleSet) -> None:
+
+class AlertEvaluator:
+    """Evaluates one alert rule over its KPI's (and its inputs') closed windows.
+
+    An alert that reads only its own KPI is stepped by :class:`AlertGroup` with the other
+    alerts of that KPI, sharing one condition environment per series; one that names other
+    KPIs joins their windows first (:meth:`offer`, :meth:`evaluate`).
+    """
+
+    def __init__(self, rule: Alert, rules: RuleSet, history: KpiHistory) -> None:
         self.rule = rule
         self.kpi = rules.kpis[rule.kpi]
+        self.history = history
         names = (rule.kpi, *rule.inputs)
         zero = {n for n in names if (a := rules.kpis[n].agg) is not None and a.zero_when_empty}
         self.join = WindowJoin({n: rules.kpis[n].by for n in names}, self.kpi.by, zero=zero)
@@ -65,63 +73,66 @@ class AlertEvaluator:
         self.last_active: dict[SeriesKey, int] = {}
         self._active: dict[int, frozenset[SeriesKey]] = {}
         self.states: dict[tuple[str, SeriesKey], SeriesAlert] = {}
-        self.histories: dict[SeriesKey, SeriesHistory] = {}
-        self._hop_ms = self.kpi.hop_ms or self.kpi.window_ms
-        self._keep_ms = max(rule.lookback_ms, CHART_POINTS * self._hop_ms)
 
     @property
     def inputs(self) -> tuple[str, ...]:
         return self.join.inputs
 
     def offer(self, window: ClosedWindow) -> None:
+        """Buffer a window of the alert's KPIs (composite alerts)."""
         self.join.offer(window)
-        if self.rule.absent_for_ms is not None and window.kpi == self.rule.kpi:
-            self._active[window.end_ms] = window.active
 
     def evaluate(self, closed_through: Mapping[str, int | None]) -> list[AlertEvent]:
-        """Advance every series with the windows all inputs have closed; return transitions."""
+        """Step every series with the joined windows all inputs have closed."""
         events: list[AlertEvent] = []
         for _, end, rows in self.join.ready(closed_through):
-            keys = set(rows) | {key for _, key in self.states}
-            if self.rule.absent_for_ms is not None:
-                for key in self._active.pop(end, ()):
-                    self.last_active[key] = end
-                keys |= set(self.last_active)
-            for key in sorted(keys):
-                row = rows.get(key, {})
-                value = row.get(self.rule.kpi)
-                history = self.histories.get(key) or self.histories.setdefault(
-                    key, self._history())
-                env = {**row, "value": value, "__history": history, "__end": end}
-                for severity, holds in self._verdicts(key, env, end):
-                    event = self._step(severity, key, holds, env, end)
-                    if event is not None:
-                        events.append(event)
-                if value is not None:
-                    history.add(end, value)
+            envs = {key: self.env(row.get(self.rule.kpi), key, end, row)
+                    for key, row in rows.items()}
+            events += self.step(end, envs, frozenset())
+        return events
+
+    def env(self, value: float | None, key: SeriesKey, end: int, row: Env | None = None) -> Env:
+        """What a condition reads for one series at one window end."""
+        env: Env = dict(row) if row else {}
+        env.update(value=value, __history=self.history.of(key), __end=end)
+        return env
+
+    def step(self, end: int, envs: Mapping[SeriesKey, Env], active: frozenset[SeriesKey]
+             ) -> list[AlertEvent]:
+        """Advance the states of every series at window end ``end``."""
+        events: list[AlertEvent] = []
+        states, absent = self.states, self.rule.absent_for_ms is not None
+        keys: Iterable[SeriesKey] = envs
+        if absent:
+            for key in active:
+                self.last_active[key] = end
+            keys = set(envs) | set(self.last_active)
+        if states:
+            keys = set(keys) | {key for _, key in states}
+        for key in keys:
+            env = envs.get(key)
+            if env is None:
+                env = self.env(None, key, end)
+            for severity, holds in self._verdicts(key, env, end):
+                if not holds and (severity, key) not in states:
+                    continue  # the common case: nothing to do
+                event = self._step(severity, key, holds, env, end)
+                if event is not None:
+                    events.append(event)
         return events
 
     def state(self) -> dict:
-        return {"join": self.join.state(), "states": self.states, "last_active": self.last_active,
-                "active": self._active,
-                "histories": {k: h.values for k, h in self.histories.items()}}
+        return {"join": self.join.state(), "states": self.states, "last_active": self.last_active}
 
     def load(self, state: dict) -> None:
         self.join.load(state["join"])
         self.states, self.last_active = state["states"], state["last_active"]
-        self._active = state["active"]
-        self.histories = {k: self._history(values) for k, values in state["histories"].items()}
-
-    def _history(self, values: dict[int, float] | None = None) -> SeriesHistory:
-        history = SeriesHistory(self._hop_ms, self._keep_ms)
-        history.values = values or {}
-        return history
 
     def firing(self) -> list[tuple[str, SeriesKey]]:
         """(severity, series) pairs firing now."""
         return [k for k, s in self.states.items() if s.state is AlertState.FIRING]
 
-    def _verdicts(self, key: SeriesKey, env: dict, end: int) -> list[tuple[str, bool]]:
+    def _verdicts(self, key: SeriesKey, env: Env, end: int) -> list[tuple[str, bool]]:
         if self.rule.absent_for_ms is not None:
             return [(self.rule.severity, self._absent(key, end))]
         if env["value"] is None:
@@ -167,7 +178,8 @@ class AlertEvaluator:
                since_ms: int) -> AlertEvent:
         rule, kpi = self.rule, self.kpi
         value = env["value"]
-        history = self.histories[key].recent(CHART_POINTS - 1)
+        history = tuple(p for p in self.history.of(key).recent(CHART_POINTS) if p[0] < at_ms)
+        history = history[-(CHART_POINTS - 1):]
         if value is not None:
             history = (*history, (at_ms, value))
         return AlertEvent(
@@ -178,6 +190,25 @@ class AlertEvaluator:
             value=value,
             condition=_condition_text(rule, severity), owner=rule.owner, kpi_title=kpi.title,
             unit=kpi.unit, summary=rule.summary, notify=rule.notify, history=history)
+
+
+
+
+class AlertGroup:
+    """The alerts that read only one KPI: one environment per series for all of them."""
+
+    def __init__(self, kpi: str, evaluators: list[AlertEvaluator]) -> None:
+        self.kpi = kpi
+        self.evaluators = evaluators
+
+    def step(self, window: ClosedWindow) -> list[AlertEvent]:
+        first = self.evaluators[0]
+        end = window.end_ms
+        envs = {key: first.env(value, key, end) for key, value in window.values.items()}
+        events: list[AlertEvent] = []
+        for evaluator in self.evaluators:
+            events += evaluator.step(end, envs, window.active)
+        return events
 
 
 def _holds(test, env: dict) -> bool:

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from kpistream.core.expr import Call, Expr, ExprError, Literal
 from kpistream.core.expr.syntax import walk
 
-__all__ = ["BASELINES", "SeriesHistory", "lookback_ms"]
+__all__ = ["BASELINES", "KpiHistory", "SeriesHistory", "lookback_ms"]
 
 Row = Mapping[str, object]
 
@@ -39,15 +39,43 @@ class SeriesHistory:
         self.values: dict[int, float] = {}
 
     def add(self, end_ms: int, value: float) -> None:
+        """Record a window's value (window ends arrive in order, so the oldest is first)."""
         self.values[end_ms] = value
-        if self.keep_ms and len(self.values) > 1:
+        if self.keep_ms:
             horizon = end_ms - self.keep_ms
-            for old in [e for e in self.values if e < horizon]:
-                del self.values[old]
+            while (oldest := next(iter(self.values))) < horizon:
+                del self.values[oldest]
 
     def recent(self, n: int) -> tuple[tuple[int, float], ...]:
         """The last ``n`` points, oldest first."""
-        return tuple(sorted(self.values.items())[-n:])
+        items = list(self.values.items())  # insertion order is time order
+        return tuple(items[-n:])
+
+
+class KpiHistory:
+    """The recent values of every series of one KPI, shared by the alerts that read it."""
+
+    def __init__(self, hop_ms: int, keep_ms: int) -> None:
+        self.hop_ms = hop_ms
+        self.keep_ms = keep_ms
+        self.series: dict[tuple[str, ...], SeriesHistory] = {}
+
+    def of(self, key: tuple[str, ...]) -> SeriesHistory:
+        history = self.series.get(key)
+        if history is None:
+            history = self.series[key] = SeriesHistory(self.hop_ms, self.keep_ms)
+        return history
+
+    def add(self, end_ms: int, values: Mapping[tuple[str, ...], float]) -> None:
+        for key, value in values.items():
+            self.of(key).add(end_ms, value)
+
+    def state(self) -> dict:
+        return {key: h.values for key, h in self.series.items()}
+
+    def load(self, state: dict) -> None:
+        for key, values in state.items():
+            self.of(key).values = values
 
 
 def _history(row: Row) -> tuple[SeriesHistory, int]:

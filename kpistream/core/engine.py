@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from kpistream.core.alerts import AlertEvaluator
+from kpistream.core.alerts import CHART_POINTS, AlertEvaluator, AlertGroup
+from kpistream.core.baselines import KpiHistory
 from kpistream.core.decode import Decoder, field_column
 from kpistream.core.derived import DerivedWindows
 from kpistream.core.notify.model import AlertEvent
@@ -42,7 +43,7 @@ from kpistream.core.windows import KpiWindows
 __all__ = ["Engine", "IngestResult", "Step"]
 
 FOREVER_MS = 2**62
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 
 @dataclass
@@ -165,7 +166,16 @@ class Engine:
                         for n, s in rules.sources.items()}
         self.windows = {k: w for r in self.sources.values() for k, w in r.windows.items()}
         self.derived = {k.name: _derived(k, rules) for k in rules.kpis.values() if k.derived}
-        self.alerts = [AlertEvaluator(rule, rules) for rule in rules.alerts]
+        self.histories = _histories(rules)
+        self.alerts = [AlertEvaluator(rule, rules, self.histories[rule.kpi])
+                       for rule in rules.alerts]
+        self.alert_groups: dict[str, AlertGroup] = {}
+        for evaluator in self.alerts:
+            if not evaluator.rule.inputs:
+                group = self.alert_groups.setdefault(evaluator.rule.kpi,
+                                                     AlertGroup(evaluator.rule.kpi, []))
+                group.evaluators.append(evaluator)
+        self.composite = [e for e in self.alerts if e.rule.inputs]
 
     def ingest(self, source: str, values: Sequence[bytes], now_ms: int | None = None, *,
                partition: int = 0) -> IngestResult:
@@ -220,6 +230,8 @@ class Engine:
             "sources": {n: r.watermarks.state() for n, r in self.sources.items()},
             "kpis": kpis,
             "alerts": {e.rule.name: (e.rule.signature, e.state()) for e in self.alerts},
+            "histories": {k: (self.rules.kpis[k].signature, h.state())
+                          for k, h in self.histories.items()},
         }
 
     def restore(self, snapshot: dict) -> None:
@@ -242,6 +254,9 @@ class Engine:
             signature, state = snapshot["alerts"].get(evaluator.rule.name, (None, None))
             if signature == evaluator.rule.signature:
                 evaluator.load(state)
+        for name, (signature, state) in snapshot["histories"].items():
+            if name in self.histories and self.rules.kpis[name].signature == signature:
+                self.histories[name].load(state)
 
     def closed_through(self, kpi: str) -> int | None:
         state = self.windows.get(kpi) or self.derived.get(kpi)
@@ -254,13 +269,33 @@ class Engine:
                     derived.offer(window)
             limits = {i: self.closed_through(i) for i in derived.inputs}
             step.windows.extend(derived.close(limits))
-        for evaluator in self.alerts:
+        for window in sorted(step.windows, key=lambda w: w.end_ms):
+            group = self.alert_groups.get(window.kpi)
+            if group is not None:
+                step.transitions.extend(group.step(window))
+            history = self.histories.get(window.kpi)
+            if history is not None:
+                history.add(window.end_ms, window.values)
+        for evaluator in self.composite:
             for window in step.windows:
                 evaluator.offer(window)
             limits = {i: self.closed_through(i) for i in evaluator.inputs}
             step.transitions.extend(evaluator.evaluate(limits))
         step.transitions.sort(key=lambda e: e.at_ms)
         return step
+
+
+def _histories(rules: RuleSet) -> dict[str, KpiHistory]:
+    """A shared history per KPI that alerts read: as long as their baselines and charts need."""
+    histories: dict[str, KpiHistory] = {}
+    for rule in rules.alerts:
+        kpi = rules.kpis[rule.kpi]
+        hop = kpi.hop_ms or kpi.window_ms
+        keep = max(rule.lookback_ms, CHART_POINTS * hop)
+        current = histories.get(rule.kpi)
+        if current is None or current.keep_ms < keep:
+            histories[rule.kpi] = KpiHistory(hop, keep)
+    return histories
 
 
 def _derived(kpi: Kpi, rules: RuleSet) -> DerivedWindows:

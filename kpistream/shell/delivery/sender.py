@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -51,6 +51,8 @@ MARKDOWN_CHANNELS = frozenset(
     {"kpiwecom", "kpidingtalk", "kpifeishu", "kpilark", "dingtalk", "slack", "mailto", "mailtos"}
 )
 CHART_NAME = "chart.png"
+#: channels that get the chart attached (email shows it; chat webhooks would only delay)
+CHART_CHANNELS = frozenset({"mailto", "mailtos"})
 #: third-party loggers that may print endpoint URLs (Apprise's debug lines, urllib3's
 #: request lines); a SecretScrubber on each hides the secrets this Sender expanded
 SCRUBBED_LOGGERS = ("apprise", "urllib3.connectionpool", "urllib3.util.retry", "requests")
@@ -138,7 +140,8 @@ class Sender:
     count: called with (channel, "sent" | "failed" | "retried") per event; a missing
         ``${VAR}`` counts as "failed" (the owner did not get the message).
     retry: attempts per URL and backoff; ``sleep`` waits between attempts.
-    chart: builds the PNG attached where the channel supports attachments (runs in a thread).
+    chart: builds the PNG attached to the ``chart_channels`` (runs in a thread); the other
+        channels are sent without waiting for it.
     timeout_s: Apprise's deadline for one attempt.
     remember: how many delivered (notification id, URL) pairs to remember for deduplication.
     """
@@ -154,7 +157,9 @@ class Sender:
         chart: Callable[[Notification], bytes | None] | None = None,
         timeout_s: float = 30.0,
         remember: int = 10_000,
+        chart_channels: Collection[str] = CHART_CHANNELS,
     ) -> None:
+        self._chart_channels = frozenset(chart_channels)
         self._render, self._environ, self._retry = render, environ, retry
         self._count: Counter = count or (lambda channel, result: None)
         self._sleep, self._chart, self._timeout_s = sleep, chart, timeout_s
@@ -189,13 +194,25 @@ class Sender:
         if not pending:
             return Delivery(n.id, tuple(_duplicate(url) for url in n.urls))
         message = self._render(n)
-        png = await asyncio.to_thread(self._chart, n) if self._chart else None
         kind = _notify_type(n)
-        sent = await asyncio.gather(
-            *(self._deliver(n.id, url, message, png, kind) for url in pending)
-        )
+        charted = [url for url in pending if self._wants_chart(url)]
+        chart = (asyncio.ensure_future(asyncio.to_thread(self._chart, n))
+                 if charted and self._chart else None)
+
+        async def deliver(url: str) -> UrlOutcome:
+            # channels without a chart do not wait for it (rendering takes ~0.1 s)
+            png = await chart if chart is not None and url in charted else None
+            return await self._deliver(n.id, url, message, png, kind)
+
+        sent = await asyncio.gather(*(deliver(url) for url in pending))
         by_url = dict(zip(pending, sent, strict=True))
         return Delivery(n.id, tuple(by_url.get(url) or _duplicate(url) for url in n.urls))
+
+    def _wants_chart(self, template: str) -> bool:
+        try:
+            return channel_of(expand_url(template, self._environ)) in self._chart_channels
+        except MissingVariable:
+            return False
 
     async def _deliver(
         self, nid: str, template: str, message: Rendered, png: bytes | None, kind: str

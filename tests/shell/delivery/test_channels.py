@@ -36,11 +36,24 @@ async def test_email_arrives_with_the_chart_attached(make_sender, smtp_receiver)
     assert data.startswith(PNG)
 
 
+async def test_json_webhook_gets_title_text_and_no_chart_by_default(make_sender,
+                                                                     http_receiver):
+    host = http_receiver.url.removeprefix("http://")
+    sender = make_sender(chart=notification_chart)
+
+    delivery = await sender.send(make_notification((f"json://{host}/hook",)))
+
+    assert delivery.delivered, delivery
+    [request] = await http_receiver.wait_for(1)
+    assert request.json["title"] == "[FIRING] GMV 成交额"
+    assert request.json["attachments"] == []  # not held back ~0.1 s for a chart
+
+
 async def test_json_webhook_gets_title_text_and_chart(make_sender, http_receiver):
     """Also stands in for Slack: Apprise's ``slack://`` posts only to hooks.slack.com and
     cannot be pointed at a local address, so its generic JSON equivalent is tested here."""
     host = http_receiver.url.removeprefix("http://")
-    sender = make_sender(chart=notification_chart)
+    sender = make_sender(chart=notification_chart, chart_channels={"json"})
 
     delivery = await sender.send(make_notification((f"json://{host}/hooks/${{HOOK_TOKEN}}",)))
 

@@ -49,8 +49,8 @@ Run by ``make bench`` after ``engine_throughput.py``; about 2-3 minutes on 2 cor
    generated alert rules (100 per KPI: thresholds, ``for:``, ``levels:``, baselines
    ``avg_over``, ``prev``, ``ago``, ``pct_change``; all ``notify: false``). The two are timed
    alternately ``--repeats`` times; the median rates are compared. Time inside the alert
-   evaluators (``AlertEvaluator.offer``/``evaluate``, wrapped here only for measurement in a
-   separate pass) is reported too.
+   evaluators (``AlertGroup.step``/``AlertEvaluator.evaluate``, wrapped here only for
+   measurement in a separate pass) is reported too.
 
 Output: a compact table on stdout, every figure in ``bench/out/alert_latency.json``.
 Goals (issue 4): latency p99 < 1 s; throughput with 1,000 rules >= 90% of without.
@@ -564,38 +564,38 @@ def time_engine(rules_text: str, batches: list[list[bytes]], now_ms: int, n_rule
 
 
 def alert_share(rules_text: str, batches: list[list[bytes]], now_ms: int) -> dict:
-    """One extra run with the evaluators' offer/evaluate timed (a wrapper, for this run only)."""
-    spent = {"offer": 0.0, "evaluate": 0.0}
-    originals = {name: getattr(core_alerts.AlertEvaluator, name)
-                 for name in (*spent, "_verdicts")}
-    verdicts = 0
+    """One extra run with alert evaluation timed (wrappers, for this run only): the rules
+    that read one KPI step together (``AlertGroup.step``), composite ones join first
+    (``AlertEvaluator.evaluate``)."""
+    targets = {"group_step": (core_alerts.AlertGroup, "step"),
+               "composite": (core_alerts.AlertEvaluator, "evaluate"),
+               "verdicts": (core_alerts.AlertEvaluator, "_verdicts")}
+    spent = dict.fromkeys(targets, 0.0)
+    calls = dict.fromkeys(targets, 0)
+    originals = {key: getattr(cls, name) for key, (cls, name) in targets.items()}
 
-    def counted(*args, **kwargs):
-        nonlocal verdicts
-        verdicts += 1
-        return originals["_verdicts"](*args, **kwargs)
-
-    def timed(name: str, fn: Callable) -> Callable:
+    def timed(key: str, fn: Callable) -> Callable:
         def wrapper(*args, **kwargs):
+            calls[key] += 1
             t = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                spent[name] += time.perf_counter() - t
+                spent[key] += time.perf_counter() - t
         return wrapper
 
-    for name in spent:
-        setattr(core_alerts.AlertEvaluator, name, timed(name, originals[name]))
-    core_alerts.AlertEvaluator._verdicts = counted
+    for key, (cls, name) in targets.items():
+        setattr(cls, name, timed(key, originals[key]))
     try:
         run = time_engine(rules_text, batches, now_ms, ALERT_RULES)
     finally:
-        for name, fn in originals.items():
-            setattr(core_alerts.AlertEvaluator, name, fn)
-    return {"seconds": run.seconds, "offer_s": spent["offer"], "evaluate_s": spent["evaluate"],
-            "alert_share": (spent["offer"] + spent["evaluate"]) / run.seconds,
-            "series_evaluations": verdicts,
-            "us_per_series_evaluation": 1e6 * spent["evaluate"] / max(verdicts, 1)}
+        for key, (cls, name) in targets.items():
+            setattr(cls, name, originals[key])
+    evaluate_s = spent["group_step"] + spent["composite"]
+    return {"seconds": run.seconds, "offer_s": 0.0, "evaluate_s": evaluate_s,
+            "alert_share": evaluate_s / run.seconds,
+            "series_evaluations": calls["verdicts"],
+            "us_per_series_evaluation": 1e6 * evaluate_s / max(calls["verdicts"], 1)}
 
 
 def run_overhead(events: int, seed: int, repeats: int) -> dict:
@@ -660,8 +660,8 @@ def report(latency: list[LatencyRun], delivery: dict | None, overhead: dict | No
               f"({overhead['transitions']:,} transitions over {overhead['windows']} "
               f"closed windows)")
         print(f"  cost {overhead['cost']:.1%} lower throughput (goal <= {GOAL_COST:.0%}); "
-              f"time in AlertEvaluator.offer+evaluate {timed['alert_share']:.1%} of a timed "
-              f"run ({timed['offer_s']:.2f} s offer, {timed['evaluate_s']:.2f} s evaluate: "
+              f"time in alert evaluation {timed['alert_share']:.1%} of a timed "
+              f"run ({timed['evaluate_s']:.2f} s: "
               f"{timed['series_evaluations']:,} rule x series evaluations, "
               f"{timed['us_per_series_evaluation']:.1f} us each)")
 

@@ -26,10 +26,11 @@ resolved 240000 50.0 0 (('region', 'east'),)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kpistream.core.baselines import KpiHistory
+from kpistream.core.conditions import ConditionColumns
 from kpistream.core.expr import ExprError
 from kpistream.core.join import WindowJoin
 from kpistream.core.notify.model import AlertEvent
@@ -121,6 +122,23 @@ class AlertEvaluator:
                     events.append(event)
         return events
 
+    def step_verdicts(self, severity: str, end: int, values: Mapping[SeriesKey, float],
+                      keys: Sequence[SeriesKey], holds: Sequence[bool]) -> list[AlertEvent]:
+        """Advance one severity's states from verdicts computed for every series at once."""
+        events: list[AlertEvent] = []
+        states = self.states
+        for key, ok in zip(keys, holds, strict=True):
+            if ok or (severity, key) in states:
+                event = self._step(severity, key, ok, self.env(values[key], key, end), end)
+                if event is not None:
+                    events.append(event)
+        gone = sorted(k for s, k in states if s == severity and k not in values)
+        for key in gone:  # a firing or pending series without a value in this window
+            event = self._step(severity, key, False, self.env(None, key, end), end)
+            if event is not None:
+                events.append(event)
+        return events
+
     def state(self) -> dict:
         return {"join": self.join.state(), "states": self.states, "last_active": self.last_active}
 
@@ -195,19 +213,39 @@ class AlertEvaluator:
 
 
 class AlertGroup:
-    """The alerts that read only one KPI: one environment per series for all of them."""
+    """The alerts that read only one KPI, evaluated together.
+
+    Their conditions run over every series of a window in one polars ``select``
+    (:class:`~kpistream.core.conditions.ConditionColumns`); only series where a condition
+    holds, or that have a state, reach the state machines. Absence alerts step per series.
+    """
 
     def __init__(self, kpi: str, evaluators: list[AlertEvaluator]) -> None:
         self.kpi = kpi
         self.evaluators = evaluators
+        self.absence = [e for e in evaluators if e.rule.absent_for_ms is not None]
+        self.slots: list[tuple[AlertEvaluator, str]] = [
+            (e, c.severity) for e in evaluators if e.rule.absent_for_ms is None
+            for c in e.rule.conditions]
+        texts = [c.text for e in evaluators if e.rule.absent_for_ms is None
+                 for c in e.rule.conditions]
+        self.columns = ConditionColumns(texts)
 
     def step(self, window: ClosedWindow) -> list[AlertEvent]:
-        first = self.evaluators[0]
         end = window.end_ms
-        envs = {key: first.env(value, key, end) for key, value in window.values.items()}
+        keys = list(window.values)
         events: list[AlertEvent] = []
-        for evaluator in self.evaluators:
-            events += evaluator.step(end, envs, window.active)
+        if self.slots:
+            history = self.slots[0][0].history
+            verdicts = self.columns.verdicts(keys, [window.values[k] for k in keys], history,
+                                             end)
+            for (evaluator, severity), holds in zip(self.slots, verdicts, strict=True):
+                events += evaluator.step_verdicts(severity, end, window.values, keys, holds)
+        if self.absence:
+            envs = {key: self.absence[0].env(value, key, end)
+                    for key, value in window.values.items()}
+            for evaluator in self.absence:
+                events += evaluator.step(end, envs, window.active)
         return events
 
 

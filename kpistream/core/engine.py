@@ -169,12 +169,11 @@ class Engine:
         self.histories = _histories(rules)
         self.alerts = [AlertEvaluator(rule, rules, self.histories[rule.kpi])
                        for rule in rules.alerts]
-        self.alert_groups: dict[str, AlertGroup] = {}
+        by_kpi: dict[str, list[AlertEvaluator]] = {}
         for evaluator in self.alerts:
             if not evaluator.rule.inputs:
-                group = self.alert_groups.setdefault(evaluator.rule.kpi,
-                                                     AlertGroup(evaluator.rule.kpi, []))
-                group.evaluators.append(evaluator)
+                by_kpi.setdefault(evaluator.rule.kpi, []).append(evaluator)
+        self.alert_groups = {kpi: AlertGroup(kpi, group) for kpi, group in by_kpi.items()}
         self.composite = [e for e in self.alerts if e.rule.inputs]
 
     def ingest(self, source: str, values: Sequence[bytes], now_ms: int | None = None, *,

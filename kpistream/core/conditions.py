@@ -1,0 +1,77 @@
+"""Alert conditions over every series of a closed window at once, with polars.
+
+The alerts of one KPI are evaluated together: one frame per window holds each series' value
+and the baselines the conditions read (``prev(3)``, ``avg_over(1h)``, ... become columns,
+each computed once from the KPI's shared history; ``pct_change(x)`` becomes arithmetic), and
+one ``select`` gives every condition's verdict for every series. Only the series where a
+condition holds, or that have an alert state, go on to the state machines. This has the same
+semantics as the scalar closures (null → the condition does not hold).
+
+>>> from kpistream.core.baselines import KpiHistory
+>>> history = KpiHistory(60_000, 600_000)
+>>> history.add(60_000, {("a",): 10.0, ("b",): 10.0})
+>>> cc = ConditionColumns(["value < 5", "pct_change(prev()) > 50"])
+>>> cc.verdicts([("a",), ("b",)], [3.0, 20.0], history, 120_000)
+[[True, False], [False, True]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import polars as pl
+
+from kpistream.core import expr as ex
+from kpistream.core.baselines import BASELINES, KpiHistory
+
+__all__ = ["ConditionColumns"]
+
+_FROM_HISTORY = ("prev", "ago", "avg_over")
+
+
+class ConditionColumns:
+    """Compiled conditions over ``value`` and baselines of one KPI."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self.baselines: dict[tuple[str, float], str] = {}
+        self.exprs = [ex.to_polars(self._rewrite(ex.parse(t)), pl.col).fill_null(False)
+                      .alias(f"c{i}") for i, t in enumerate(texts)]
+
+    def verdicts(self, keys: Sequence[tuple[str, ...]], values: Sequence[float],
+                 history: KpiHistory, end_ms: int) -> list[list[bool]]:
+        """Per condition, whether it holds for each series (in ``keys`` order)."""
+        if not self.exprs:
+            return []
+        columns: dict[str, list] = {"value": list(values)}
+        for (name, arg), column in self.baselines.items():
+            fn = BASELINES[name][0]
+            columns[column] = [fn({"__history": history.of(k), "__end": end_ms}, arg)
+                               for k in keys]
+        frame = pl.DataFrame(columns, schema=dict.fromkeys(columns, pl.Float64))
+        result = frame.select(self.exprs)
+        return [result.get_column(f"c{i}").to_list() for i in range(len(self.exprs))]
+
+    def _rewrite(self, node: ex.Expr) -> ex.Expr:
+        """Baseline calls become columns; ``pct_change(x)`` becomes ``(value - x) / abs(x) *
+        100`` (null when x is 0 or null, as the scalar function)."""
+        match node:
+            case ex.Call(name=name, args=args) if name in _FROM_HISTORY:
+                arg = args[0].value if args else 1.0  # a literal: checked at compile time
+                column = self.baselines.setdefault((name, arg), f"b{len(self.baselines)}")
+                return ex.Name(column, node.column)
+            case ex.Call(name="pct_change", args=(base,)):
+                base = self._rewrite(base)
+                value = ex.Name("value", node.column)
+                change = ex.Binary("-", value, base, node.column)
+                ratio = ex.Binary("/", change, ex.Call("abs", (base,), node.column), node.column)
+                return ex.Binary("*", ratio, ex.Literal(100.0, node.column), node.column)
+            case ex.Call(args=args):
+                return replace(node, args=tuple(self._rewrite(a) for a in args))
+            case ex.Unary(operand=operand):
+                return replace(node, operand=self._rewrite(operand))
+            case ex.Binary(left=left, right=right):
+                return replace(node, left=self._rewrite(left), right=self._rewrite(right))
+            case ex.InList(operand=operand):
+                return replace(node, operand=self._rewrite(operand))
+        return node

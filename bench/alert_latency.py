@@ -505,20 +505,26 @@ TYPICAL = {"orders": 1000, "paid_orders": 620, "gmv": 84_000, "cancelled_orders"
            "min_order_value": 10, "buyers": 980, "order_value_p95": 370}
 
 
-def alert_rules_yaml(n: int, seed: int) -> str:
-    """``n`` shadow alerts (``notify: false``) spread evenly over the throughput KPIs."""
+def alert_rules_yaml(n: int, seed: int, *, quiet: bool = False) -> str:
+    """``n`` shadow alerts (``notify: false``) spread evenly over the throughput KPIs.
+
+    Thresholds are drawn within 0.5-1.5 times the KPI's typical value (a stress case: about
+    half of the rule x series pairs are pending or firing), or, ``quiet``, where real alerts
+    sit: below 0.2-0.4 times or above 2.5-4 times typical, so that they seldom fire.
+    """
     rng = random.Random(seed)
     names = list(TYPICAL)
     out = ["alerts:"]
     for i in range(n):
         kpi = names[i % len(names)]
-        x = TYPICAL[kpi] * rng.uniform(0.5, 1.5)
+        x = TYPICAL[kpi] * (rng.uniform(0.2, 0.4) if quiet else rng.uniform(0.5, 1.5))
+        high = TYPICAL[kpi] * (rng.uniform(2.5, 4.0) if quiet else rng.uniform(0.5, 1.5))
         kind = i // len(names) % 10
         severity = rng.choice(("info", "warning", "critical"))
         head = f"  - {{name: a{i:04d}, kpi: {kpi}, notify: false, "
         if kind < 4:
-            op = "<" if kind % 2 else ">"
-            out.append(head + f'severity: {severity}, when: "value {op} {x:.2f}"}}')
+            op, limit = ("<", x) if kind % 2 else (">", high)
+            out.append(head + f'severity: {severity}, when: "value {op} {limit:.2f}"}}')
         elif kind < 6:
             out.append(head + f'severity: {severity}, when: "value < {x:.2f}", '
                        f'for: {rng.choice((2, 3, 5))}m}}')
@@ -603,21 +609,25 @@ def run_overhead(events: int, seed: int, repeats: int) -> dict:
     lines = make_events(events, seed, end_ms=now_ms)
     batches = [lines[i:i + BATCH] for i in range(0, len(lines), BATCH)]
     kpis = (RULES / "throughput_late10s.yaml").read_text()
-    texts = {0: kpis, ALERT_RULES: kpis + alert_rules_yaml(ALERT_RULES, seed)}
-    runs: dict[int, list[EngineRun]] = {0: [], ALERT_RULES: []}
-    time_engine(texts[0], batches[:3], now_ms, 0)  # warm polars and imports
+    texts = {"0": kpis, "stress": kpis + alert_rules_yaml(ALERT_RULES, seed),
+             "quiet": kpis + alert_rules_yaml(ALERT_RULES, seed, quiet=True)}
+    runs: dict[str, list[EngineRun]] = {name: [] for name in texts}
+    time_engine(texts["0"], batches[:3], now_ms, 0)  # warm polars and imports
     for _ in range(repeats):
-        for n, text in texts.items():
-            runs[n].append(time_engine(text, batches, now_ms, n))
+        for name, text in texts.items():
+            runs[name].append(time_engine(text, batches, now_ms, 0 if name == "0" else
+                                          ALERT_RULES))
     med = {n: statistics.median(r.events_per_s for r in rs) for n, rs in runs.items()}
     return {
         "events": events, "batch": BATCH, "repeats": repeats,
-        "runs": {str(n): [asdict(r) for r in rs] for n, rs in runs.items()},
-        "median_events_per_s": {str(n): v for n, v in med.items()},
-        "cost": 1 - med[ALERT_RULES] / med[0],
-        "transitions": runs[ALERT_RULES][0].transitions,
-        "windows": runs[0][0].windows,
-        "timed_alerts": alert_share(texts[ALERT_RULES], batches, now_ms),
+        "runs": {n: [asdict(r) for r in rs] for n, rs in runs.items()},
+        "median_events_per_s": med,
+        "quiet_cost": 1 - med["quiet"] / med["0"],
+        "quiet_transitions": runs["quiet"][0].transitions,
+        "cost": 1 - med["stress"] / med["0"],
+        "transitions": runs["stress"][0].transitions,
+        "windows": runs["0"][0].windows,
+        "timed_alerts": alert_share(texts["stress"], batches, now_ms),
     }
 
 
@@ -655,15 +665,15 @@ def report(latency: list[LatencyRun], delivery: dict | None, overhead: dict | No
         timed = overhead["timed_alerts"]
         print(f"alert evaluation cost, in-process Engine, {overhead['events']:,} events, "
               f"10 KPIs, batches of {BATCH:,}, median of {overhead['repeats']}:")
-        print(f"  0 alert rules      {med['0']:>10,.0f} events/s")
-        print(f"  {ALERT_RULES:,} alert rules  {med[str(ALERT_RULES)]:>10,.0f} events/s   "
-              f"({overhead['transitions']:,} transitions over {overhead['windows']} "
-              f"closed windows)")
-        print(f"  cost {overhead['cost']:.1%} lower throughput (goal <= {GOAL_COST:.0%}); "
-              f"time in alert evaluation {timed['alert_share']:.1%} of a timed "
-              f"run ({timed['evaluate_s']:.2f} s: "
-              f"{timed['series_evaluations']:,} rule x series evaluations, "
-              f"{timed['us_per_series_evaluation']:.1f} us each)")
+        print(f"  0 alert rules               {med['0']:>10,.0f} events/s")
+        print(f"  {ALERT_RULES:,} rules, seldom firing  {med['quiet']:>10,.0f} events/s   "
+              f"({overhead['quiet_transitions']:,} transitions)   cost "
+              f"{overhead['quiet_cost']:.1%}")
+        print(f"  {ALERT_RULES:,} rules, stress       {med['stress']:>10,.0f} events/s   "
+              f"({overhead['transitions']:,} transitions over {overhead['windows']} closed "
+              f"windows)   cost {overhead['cost']:.1%}")
+        print(f"  goal: cost <= {GOAL_COST:.0%}; in the stress run alert evaluation took "
+              f"{timed['evaluate_s']:.2f} s, {timed['alert_share']:.1%} of it")
 
 
 async def _latency_all(scenarios: list[str], seed: int, target: int) -> list[LatencyRun]:

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     session_timeout: DurationMs = 10_000
     idle_timeout: DurationMs = 15_000
     max_future: DurationMs = 3_600_000
-    batch_max_records: int = Field(50_000, ge=1)
+    batch_max_records: int = Field(20_000, ge=1)
     poll_timeout: DurationMs = 200
     dead_letter_topic: str | None = None
     broker_wait: DurationMs = 60_000

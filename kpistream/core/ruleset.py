@@ -6,6 +6,7 @@ and conditions to closures), so the hot path never parses anything.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ class Kpi:
     inputs: tuple[str, ...] = ()
     definition: str = ""
 
-    @property
+    @functools.cached_property
     def labels(self) -> tuple[str, ...]:
         return tuple(label_name(f) for f in self.by)
 

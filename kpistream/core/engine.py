@@ -114,7 +114,7 @@ class SourceRunner:
         then only the reached watermark counts.
         """
         own = {p: self.watermarks.high(p) for p in partitions}
-        floor = {p: self.watermarks.others_floor(p, now_ms) for p in partitions}
+        floor = {p: float(self.watermarks.others_floor(p, now_ms)) for p in partitions}
         part = pl.col("__part")
         running = pl.max_horizontal(
             pl.col("__ts").cum_max().over("__part"),

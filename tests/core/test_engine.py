@@ -127,3 +127,14 @@ def test_partitions_ingested_together_wait_for_each_other():
     assert [w.values[()] for w in closed] == [12.0, 12.0, 12.0, 12.0]
     late = e.ingest_partitions("a", [(1, [ev(t + 60_000)])])
     assert late.late == 1
+
+
+def test_partition_floors_of_mixed_kinds_in_one_batch():
+    # partition 1 caps partition 0 at its high; partition 0 does not cap the idle-free
+    # partition 1 beyond its own; partition 2 was never assigned: floors mix int and inf
+    e = engine("  - {name: n, source: a, agg: count(), window: 1m, lateness: 0s}")
+    t = ms("2024-01-01T10:00:00")
+    e.ingest("a", [ev(t)], partition=1)
+    result = e.ingest_partitions("a", [(0, [ev(t + MIN)]), (1, [ev(t + 2 * MIN)])])
+    assert (result.ok, result.late) == (2, 0)
+    assert e.sources["a"].watermark == t + MIN

@@ -49,7 +49,7 @@ class ConditionColumns:
             columns[column] = [fn({"__history": history.of(k), "__end": end_ms}, arg)
                                for k in keys]
         frame = pl.DataFrame(columns, schema=dict.fromkeys(columns, pl.Float64))
-        result = frame.select(self.exprs)
+        result = frame.with_columns(self.exprs)  # broadcasts conditions that read no column
         return [result.get_column(f"c{i}").to_list() for i in range(len(self.exprs))]
 
     def _rewrite(self, node: ex.Expr) -> ex.Expr:

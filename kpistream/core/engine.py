@@ -101,8 +101,7 @@ class SourceRunner:
             self._aggregate(frame, result, self._event_watermarks(
                 {p for p, _ in batches}, now_ms))
             highs = frame.group_by("__part").agg(pl.col("__ts").max()).iter_rows()
-            for partition, high in highs:
-                self.watermarks.observe(partition, high, now_ms)
+            self.watermarks.observe(dict(highs), now_ms)
         return result
 
     def _event_watermarks(self, partitions: set[int], now_ms: int | None) -> pl.Expr:

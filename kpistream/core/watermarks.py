@@ -8,10 +8,10 @@ when traffic stops. Without a clock (backtests) no partition is ever idle.
 
 >>> w = Watermarks(idle_timeout_ms=10_000)
 >>> w.assign([0, 1], now_ms=0)
->>> w.observe(0, 5_000, now_ms=1)
+>>> w.observe({0: 5_000}, now_ms=1)
 >>> print(w.current)  # partition 1 has no data yet: nothing is final
 None
->>> w.observe(1, 3_000, now_ms=2)
+>>> w.observe({1: 3_000}, now_ms=2)
 >>> w.current
 3000
 >>> w.advance(now_ms=10_001)  # partition 0 quiet since 1: left out; 1 still holds
@@ -24,7 +24,7 @@ None
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 __all__ = ["Watermarks"]
@@ -68,12 +68,14 @@ class Watermarks:
         state = self.partitions.get(partition)
         return state.high if state else None
 
-    def observe(self, partition: int, high: int, now_ms: int | None) -> None:
-        """Events up to ``high`` arrived on ``partition``; recompute the watermark."""
-        state = self.partitions.setdefault(partition, _Partition())
-        state.high = high if state.high is None else max(state.high, high)
-        if now_ms is not None:
-            state.last_arrival_ms = now_ms
+    def observe(self, highs: Mapping[int, int], now_ms: int | None) -> None:
+        """Events up to ``highs[p]`` arrived on each partition ``p``; recompute the watermark
+        once all are recorded (one at a time, a partition not yet recorded would be missed)."""
+        for partition, high in highs.items():
+            state = self.partitions.setdefault(partition, _Partition())
+            state.high = high if state.high is None else max(state.high, high)
+            if now_ms is not None:
+                state.last_arrival_ms = now_ms
         self.advance(now_ms)
 
     def advance(self, now_ms: int | None) -> None:

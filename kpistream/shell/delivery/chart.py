@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 from kpistream.core.notify.model import AlertEvent, Notification
-from kpistream.shell.charts import chart_png
 
 __all__ = ["notification_chart", "threshold_of"]
 
@@ -27,6 +26,8 @@ def notification_chart(n: Notification, *, timezone: str = "UTC") -> bytes | Non
     event = next((e for e in n.events if len(e.history) >= 2), None)
     if event is None:
         return None
+    from kpistream.shell.charts import chart_png  # matplotlib: ~40 MB, loaded at first use
+
     return chart_png(
         event.history,
         title=_title(event),

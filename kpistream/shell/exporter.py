@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -108,6 +108,9 @@ class Exporter:
         self.checkpointed = Gauge("kpistream_checkpoint_last_timestamp_seconds",
                                   "When the last checkpoint (state + offsets) was written.",
                                   registry=self.registry)
+        self.checkpoint_seconds = Histogram("kpistream_checkpoint_duration_seconds",
+                                            "Time to snapshot and write one checkpoint.",
+                                            registry=self.registry)
         self.notifications = Counter("kpistream_notifications",
                                      "Notification attempts per channel and result.",
                                      ["channel", "result"], registry=self.registry)

@@ -29,6 +29,8 @@ __all__ = ["IngestService", "StatefulPart", "StepSink"]
 
 log = logging.getLogger("kpistream.ingest")
 StepSink = Callable[[Step], None]
+#: checkpoints take at most 1/20 of the time
+CHECKPOINT_TIME_SHARE = 20
 
 
 class StatefulPart(Protocol):
@@ -68,7 +70,7 @@ class IngestService(mode.Service):
         #: next offset to read per partition: what a checkpoint covers
         self.offsets: dict[TopicPartition, int] = {}
         self._restored: dict[TopicPartition, int] = {}
-        self._last_checkpoint = 0.0
+        self._next_checkpoint = 0.0
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -121,13 +123,19 @@ class IngestService(mode.Service):
     async def checkpoint(self) -> None:
         """Write the state and the offsets it covers as one checkpoint, then commit them."""
         assert self.checkpoints is not None and self.consumer is not None
+        started = time.monotonic()
         state = {"engine": self.engine.snapshot(),
                  **{name: part.snapshot() for name, part in self.parts.items()}}
         offsets = dict(self.offsets)
         await self.checkpoints.save(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL),
                                     offsets)
-        self._last_checkpoint = time.monotonic()
+        took = time.monotonic() - started
+        # every checkpoint_interval, but never more than 5% of the time: a large state
+        # (a backlog, many series) is checkpointed less often
+        self._next_checkpoint = started + max(self.settings.checkpoint_interval / 1000,
+                                              took * CHECKPOINT_TIME_SHARE)
         self.exporter.checkpointed.set(time.time())
+        self.exporter.checkpoint_seconds.observe(took)
         try:
             await self.consumer.commit({tp: o for tp, o in offsets.items()
                                         if tp in self.consumer.assignment()})
@@ -142,8 +150,7 @@ class IngestService(mode.Service):
                                                   max_records=self.settings.batch_max_records)
             self.polling = True
             await self.process(batches)
-            interval_s = self.settings.checkpoint_interval / 1000
-            if self.checkpoints and time.monotonic() - self._last_checkpoint >= interval_s:
+            if self.checkpoints and time.monotonic() >= self._next_checkpoint:
                 await self.checkpoint()
 
     async def process(self, batches: dict) -> Step:

@@ -1,10 +1,15 @@
-"""Durations as written in rule files: ``500ms``, ``30s``, ``1m``, ``1h30m``, ``1d``, ``1w``."""
+"""Times as written in rule files and on the command line.
+
+Durations: ``500ms``, ``30s``, ``1m``, ``1h30m``, ``1d``, ``1w``; moments: RFC 3339 with an
+offset.
+"""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
-__all__ = ["DURATION_UNITS_MS", "format_duration", "parse_duration_ms"]
+__all__ = ["DURATION_UNITS_MS", "format_duration", "parse_duration_ms", "parse_moment"]
 
 DURATION_UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
                      "w": 604_800_000}
@@ -46,3 +51,26 @@ def format_duration(ms: int) -> str:
         if n:
             out.append(f"{n}{unit}")
     return "".join(out)
+
+
+def parse_moment(value: object) -> datetime:
+    """An RFC 3339 time with an offset; raise ``ValueError`` with an example otherwise.
+
+    >>> parse_moment("2026-11-23T18:00:00+08:00").timestamp()
+    1795428000.0
+    >>> parse_moment("tomorrow")
+    Traceback (most recent call last):
+    ...
+    ValueError: expected an RFC 3339 time with an offset, e.g. 2026-11-23T18:00:00+08:00,
+    got 'tomorrow'
+    """
+    moment = value if isinstance(value, datetime) else None
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValueError(f"expected an RFC 3339 time with an offset, e.g. "
+                         f"2026-11-23T18:00:00+08:00, got {value!r}")
+    return moment

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from kpistream.core.durations import parse_duration_ms
+from kpistream.core.durations import parse_duration_ms, parse_moment
 
 __all__ = ["AlertSpec", "KpiSpec", "LevelSpec", "OwnerSpec", "RuleFileSpec", "SilenceSpec",
            "SourceSpec"]
@@ -39,23 +39,10 @@ def _quiet_hours(value: object) -> tuple[int, int]:
     return h1 * 60 + m1, h2 * 60 + m2
 
 
-def _moment(value: object) -> datetime:
-    moment = value if isinstance(value, datetime) else None
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            moment = None
-    if moment is None or moment.tzinfo is None:
-        raise ValueError(f"expected an RFC 3339 time with an offset, e.g. "
-                         f"2026-11-23T18:00:00+08:00, got {value!r}")
-    return moment
-
-
 _QUIET = re.compile(r"(\d\d):(\d\d)-(\d\d):(\d\d)")
 DurationMs = Annotated[int, BeforeValidator(_duration)]
 QuietHours = Annotated[tuple[int, int], BeforeValidator(_quiet_hours)]
-Moment = Annotated[datetime, BeforeValidator(_moment)]
+Moment = Annotated[datetime, BeforeValidator(parse_moment)]
 Severity = Literal["info", "warning", "critical"]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 OwnerName = Annotated[str, Field(pattern=OWNER_PATTERN)]

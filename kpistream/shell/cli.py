@@ -218,16 +218,12 @@ def _silence_list(args: argparse.Namespace) -> int:
 
 
 def _moment_ms(text: str, flag: str) -> int:
-    from datetime import datetime
+    from kpistream.core.durations import parse_moment
 
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise UsageError(f"{flag}: expected an RFC 3339 time with an offset, e.g. "
-                         f"2026-11-24T08:00:00+08:00, got {text!r}")
-    return int(moment.timestamp() * 1000)
+        return int(parse_moment(text).timestamp() * 1000)
+    except ValueError as e:
+        raise UsageError(f"{flag}: {e}") from e
 
 
 def _demo_rules() -> Path:

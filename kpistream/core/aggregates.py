@@ -84,7 +84,7 @@ class Count(Aggregation):
     zero_when_empty = True
 
     def partial_exprs(self, col: pl.Expr) -> list[pl.Expr]:
-        return [pl.len() if self.field is None else col.count()]
+        return [pl.len()]
 
     def empty(self) -> int:
         return 0
@@ -261,7 +261,10 @@ def parse_agg(text: str) -> Aggregation:
     if arg is not None:
         raise AggError(f'{name}() takes one field, got extra argument "{arg}"')
     if cls is Count:
-        return Count(field)
+        if field is not None:
+            raise AggError(f'count() takes no field, got "{field}"; to count events that have '
+                           f"it, add where: not is_null({field})")
+        return Count(None)
     return cls(_require_field(name, field))
 
 

@@ -179,7 +179,7 @@ class AlertEvaluator:
     def _while_firing(self, severity: str, key: SeriesKey, state: SeriesAlert, holds: bool,
                       env: dict, at_ms: int) -> AlertEvent | None:
         if self.rule.resolve is not None:
-            done = env["value"] is not None and _holds(self.rule.resolve, env)
+            done = env["value"] is None or _holds(self.rule.resolve, env)
         elif holds:
             state.false_since_ms = None
             done = False

@@ -99,7 +99,8 @@ class DayCalendar(Calendar):
 
     def pane_end(self, start_ms: int) -> int:
         local = datetime.fromtimestamp(start_ms / 1000, ZoneInfo(self.timezone))
-        return _epoch_ms(local + timedelta(days=self.days))
+        # the next midnight: where a DST change skips midnight, a day starts at 01:00
+        return self.pane_start(_epoch_ms(local + timedelta(days=self.days, hours=12)))
 
     def window_start(self, end_ms: int) -> int:
         return self.pane_start(end_ms - 1)

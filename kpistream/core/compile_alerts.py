@@ -60,6 +60,11 @@ def compile_alert(item: Located, kpis: dict[str, Kpi], known_kpis: dict[str, Loc
     if spec.absent_for is not None and kpi.agg is None:
         problems.append(item.problem("absent_for", "absent_for needs a KPI aggregated from a "
                                      f'source; "{kpi.name}" is derived'))
+    elif spec.absent_for is not None and spec.absent_for >= kpi.series_ttl_ms:
+        problems.append(item.problem("absent_for", "absent_for must be shorter than the "
+                                     f'series_ttl of "{kpi.name}" ({kpi.series_ttl_ms // 1000}s)'
+                                     ", or the silent series is forgotten before it alerts; "
+                                     "raise series_ttl"))
     if len(problems) > before:
         return None
     return Alert(

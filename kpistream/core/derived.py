@@ -55,8 +55,7 @@ class DerivedWindows:
         out = []
         for start, end, rows in self.join.ready(closed_through):
             values = {key: v for key, row in rows.items() if (v := self._value(row)) is not None}
-            if values:
-                out.append(ClosedWindow(self.kpi, start, end, values))
+            out.append(ClosedWindow(self.kpi, start, end, values))  # empty too: alerts step
         return out
 
     def _value(self, row: dict[str, float | None]) -> float | None:

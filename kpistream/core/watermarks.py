@@ -50,8 +50,8 @@ class Watermarks:
         for p in list(self.partitions):
             if p not in wanted:
                 del self.partitions[p]
-        for p in wanted:
-            self.partitions.setdefault(p, _Partition(last_arrival_ms=now_ms))
+        for p in wanted:  # (re)assigned: not idle before it had the chance to bring data
+            self.partitions.setdefault(p, _Partition()).last_arrival_ms = now_ms
 
     def others_floor(self, partition: int, now_ms: int | None) -> float:
         """The smallest high of the other live partitions (-inf: one has no data; inf: none)."""

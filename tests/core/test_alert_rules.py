@@ -137,3 +137,37 @@ def test_silences_in_files_need_an_end_after_the_start():
     with pytest.raises(RuleError) as e:
         load_rules_text(base + "comment: forever}\n")
     assert [p.message for p in e.value.problems] == ['missing required key "ends"']
+
+
+def test_a_derived_window_without_values_still_counts_as_a_close():
+    # rate = bad / n: a window without events gives n = 0, so no rate value; for: 2m must
+    # not bridge that close
+    alerts = "  - {name: high, kpi: rate, when: value > 0.4, for: 2m}\n"
+    assert run(alerts, [5, 0, 5, 5, 5], bad=[3, 0, 3, 3, 3]) == [
+        ("high", "warning", "firing", 5, 0.6)]
+
+
+def test_resolve_when_resolves_a_series_that_lost_its_value():
+    alerts = "  - {name: hi, kpi: rate, when: value > 0.4, resolve_when: value < 0.1}\n"
+    assert run(alerts, [5, 0, 5], bad=[3, 0, 3]) == [
+        ("hi", "warning", "firing", 1, 0.6), ("hi", "warning", "resolved", 2, None),
+        ("hi", "warning", "firing", 3, 0.6)]
+
+
+@pytest.mark.parametrize(("kpi", "message"), [
+    ("{name: c, source: s, agg: count(user), window: 1m}",
+     'kpi "c": count() takes no field, got "user"; to count events that have it, add where: '
+     "not is_null(user)"),
+])
+def test_count_takes_no_field(kpi, message):
+    with pytest.raises(RuleError) as e:
+        load_rules_text("sources: [{name: s, topic: t}]\nkpis:\n  - " + kpi + "\n")
+    assert [p.message for p in e.value.problems] == [message]
+
+
+def test_absent_for_must_be_shorter_than_the_series_ttl():
+    with pytest.raises(RuleError) as e:
+        load_rules_text(KPIS + "alerts:\n  - {name: a, kpi: n, absent_for: 2h}\n")
+    assert [p.message for p in e.value.problems] == [
+        'alert "a": absent_for must be shorter than the series_ttl of "n" (3600s), or the '
+        "silent series is forgotten before it alerts; raise series_ttl"]

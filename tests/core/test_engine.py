@@ -62,7 +62,8 @@ def test_a_derived_kpi_waits_for_inputs_from_both_sources():
                      ("rate", t + MIN): {("x",): 1 / 3}}  # paid has closed 10:01 only
     e.ingest("a", [ev(t + 2 * MIN, r="x")])
     last = {(w.kpi, w.end_ms): w.values for w in e.advance().windows}
-    assert last == {("paid", t + 2 * MIN): {("x",): 1.0}}  # 1 / 0 seen: no rate value
+    # 1 / 0 seen: the rate window closes without a value
+    assert last == {("paid", t + 2 * MIN): {("x",): 1.0}, ("rate", t + 2 * MIN): {}}
 
 
 def test_a_silent_series_stops_being_reported_after_its_ttl():
@@ -138,3 +139,34 @@ def test_partition_floors_of_mixed_kinds_in_one_batch():
     result = e.ingest_partitions("a", [(0, [ev(t + MIN)]), (1, [ev(t + 2 * MIN)])])
     assert (result.ok, result.late) == (2, 0)
     assert e.sources["a"].watermark == t + MIN
+
+
+def test_a_restart_after_long_downtime_does_not_make_replayed_events_late():
+    rules = "  - {name: n, source: a, agg: count(), window: 1m, lateness: 5s}"
+    first = engine(rules)
+    t = ms("2024-01-01T10:00:00")
+    first.assign("a", [0], now_ms=t)
+    first.ingest("a", [ev(t), ev(t + 1_000)], now_ms=t + 1_000)
+    snapshot = first.snapshot()
+    second = engine(rules)  # ten minutes later, the checkpoint is restored
+    second.restore(snapshot)
+    later = t + 600_000
+    second.assign("a", [0], now_ms=later)
+    assert second.advance(now_ms=later).windows == []  # nothing read yet: nothing moves
+    replay = second.ingest("a", [ev(t + 3_000), ev(t + 4_000)], now_ms=later + 10)
+    assert replay.late == 0
+    closed = second.advance(now_ms=later + 80_000).windows  # quiet since: the clock closes it
+    assert [w.values[()] for w in closed] == [4.0]
+
+
+def test_day_windows_across_a_dst_change_that_skips_midnight():
+    # Chile moved clocks from 00:00 to 01:00 on 2023-09-03: that day starts at 01:00
+    e = engine("  - {name: daily, source: a, agg: count(), window: 1d, lateness: 0s}",
+               timezone="America/Santiago")
+    e.ingest("a", [ev(ms("2023-09-03T12:00:00")), ev(ms("2023-09-04T12:00:00")),
+                   ev(ms("2023-09-05T12:00:00"))])
+    closed = e.advance().windows
+    assert [(w.start_ms, w.end_ms) for w in closed] == [
+        (ms("2023-09-03T04:00:00"), ms("2023-09-04T03:00:00")),  # 01:00 to 00:00, -03
+        (ms("2023-09-04T03:00:00"), ms("2023-09-05T03:00:00")),
+    ]

@@ -17,13 +17,15 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 import mode
+import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from kpistream.core.engine import Step
-from kpistream.core.notify.model import Notification, OwnerPolicy, Silence
+from kpistream.core.notify.model import AlertEvent, Notification, OwnerPolicy, Silence
 from kpistream.core.notify.pipeline import Notifier
 from kpistream.core.notify.render import render
 from kpistream.core.ruleset import RuleSet
@@ -37,7 +39,7 @@ from kpistream.shell.topics import read_tail
 __all__ = ["AlertDelivery", "owner_policies"]
 
 log = logging.getLogger("kpistream.alerting")
-#: delivered notification ids remembered across restarts
+#: delivery log records read back on start (each: a notification id and its event keys)
 _REMEMBER = 10_000
 #: a notification whose channels all failed is tried again after this long, until it is old
 _RETRY_LATER_S = 30.0
@@ -92,11 +94,22 @@ class AlertDelivery(mode.Service):
         self._flush(_now_ms())  # group_wait, repeats, quiet hours ending
 
     def _flush(self, now_ms: int) -> None:
-        for n in self.notifier.due(now_ms):
-            if n.id in self.delivered or n.id in self.outbox:
+        for due in self.notifier.due(now_ms):
+            n = self._not_yet_delivered(due)
+            if n is None or n.id in self.outbox:
                 continue
             self.outbox[n.id] = (n, time.monotonic())
             self.queue.put_nowait(n.id)
+
+    def _not_yet_delivered(self, n: Notification) -> Notification | None:
+        """``n`` without the alert events already delivered (a replay after a crash can group
+        them differently), or None when nothing is left. Reminders go by their id."""
+        if n.repeat:
+            return None if n.id in self.delivered else n
+        events = tuple(e for e in n.events if _event_key(e) not in self.delivered)
+        if not events:
+            return None
+        return n if len(events) == len(n.events) else replace(n, events=events)
 
     # -- delivery -------------------------------------------------------------------------
 
@@ -108,7 +121,7 @@ class AlertDelivery(mode.Service):
         key = self.settings.group_id.encode()
         for record in records[-_REMEMBER:]:
             if record.key == key and record.value:
-                self.delivered[record.value.decode()] = None
+                self._remember(_logged_keys(record.value))
         self.log_producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
         await self.log_producer.start()
         silences = SilenceLog(bootstrap, self.settings.silences_topic)
@@ -127,8 +140,15 @@ class AlertDelivery(mode.Service):
         while not self.should_stop:
             notification_id = await self.queue.get()
             entry = self.outbox.get(notification_id)
-            if entry is not None:
+            if entry is None:
+                continue
+            try:
                 await self._deliver(*entry)
+            except Exception:  # a bug must not stop this worker: the outbox keeps it
+                log.exception("delivering notification %s failed; trying again in %.0f s",
+                              notification_id, _RETRY_LATER_S)
+                asyncio.get_running_loop().call_later(_RETRY_LATER_S, self.queue.put_nowait,
+                                                      notification_id)
 
     async def _deliver(self, n: Notification, queued_at: float) -> None:
         delivery = await self.sender.send(n)
@@ -139,7 +159,7 @@ class AlertDelivery(mode.Service):
             if failed:
                 log.error("giving up on notification %s for %s after %.0f s", n.id, n.owner,
                           _GIVE_UP_S)
-            await self._log_delivered(n.id)
+            await self._log_delivered(n)
             self.outbox.pop(n.id, None)
             return
         log.warning("notification %s for %s: %d channel(s) failed (%s); trying again in "
@@ -147,18 +167,23 @@ class AlertDelivery(mode.Service):
                     "; ".join(f"{o.channel}: {o.reason}" for o in failed), _RETRY_LATER_S)
         asyncio.get_running_loop().call_later(_RETRY_LATER_S, self.queue.put_nowait, n.id)
 
-    async def _log_delivered(self, notification_id: str) -> None:
-        self.delivered[notification_id] = None
-        while len(self.delivered) > _REMEMBER:
-            del self.delivered[next(iter(self.delivered))]
+    async def _log_delivered(self, n: Notification) -> None:
+        keys = [n.id] if n.repeat else [n.id, *(_event_key(e) for e in n.events)]
+        self._remember(keys)
         if self.log_producer is None:
             return
         try:
             await self.log_producer.send_and_wait(
-                self.settings.delivery_log_topic, notification_id.encode(),
+                self.settings.delivery_log_topic, orjson.dumps(keys),
                 key=self.settings.group_id.encode())
         except KafkaError as e:  # a repeat after a crash is the worst that can follow
-            log.warning("could not log delivery of %s: %s", notification_id, e)
+            log.warning("could not log delivery of %s: %s", n.id, e)
+
+    def _remember(self, keys: list[str]) -> None:
+        for key in keys:
+            self.delivered[key] = None
+        while len(self.delivered) > _REMEMBER * 10:
+            del self.delivered[next(iter(self.delivered))]
 
     def _on_silence(self, silence: Silence) -> None:
         self.runtime_silences[silence.id] = silence
@@ -179,10 +204,23 @@ class AlertDelivery(mode.Service):
         self.notifier = Notifier.restore(state["notifier"], owner_policies(self.rules))
         self._apply_silences()
         self.exporter.watch_notifier(self.notifier, self.outbox)
-        for n in state["outbox"]:
-            if n.id not in self.delivered and n.id not in self.outbox:
+        for restored in state["outbox"]:
+            n = self._not_yet_delivered(restored)
+            if n is not None and n.id not in self.outbox:
                 self.outbox[n.id] = (n, time.monotonic())
                 self.queue.put_nowait(n.id)
+
+
+def _logged_keys(value: bytes) -> list[str]:
+    try:
+        keys = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return []
+    return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
+
+
+def _event_key(e: AlertEvent) -> str:
+    return f"{e.fingerprint}|{e.severity}|{e.state}|{e.at_ms}"
 
 
 def _now_ms() -> int:

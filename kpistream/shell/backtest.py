@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +17,11 @@ import orjson
 import polars as pl
 
 from kpistream.core.engine import Engine, IngestResult, Step
+from kpistream.core.expr import FieldType
 from kpistream.core.notify.model import AlertEvent
 from kpistream.core.ruleset import RuleSet
 from kpistream.core.values import ClosedWindow, format_value
-from kpistream.errors import EventError, UsageError
+from kpistream.errors import EventError
 from kpistream.shell.timefmt import rfc3339
 
 __all__ = ["BacktestReport", "EventFile", "parse_event_spec", "run_backtest"]
@@ -55,11 +56,11 @@ def parse_event_spec(spec: str, rules: RuleSet) -> EventFile:
     source, sep, path = spec.partition("=")
     if not sep:
         if len(rules.sources) != 1:
-            raise UsageError(f'--events "{spec}": name the source as SOURCE=FILE; the rules '
+            raise EventError(f'--events "{spec}": name the source as SOURCE=FILE; the rules '
                              f"have sources {', '.join(rules.sources) or '(none)'}")
         source, path = next(iter(rules.sources)), spec
     if source not in rules.sources:
-        raise UsageError(f'--events "{spec}": unknown source "{source}"; the rules have '
+        raise EventError(f'--events "{spec}": unknown source "{source}"; the rules have '
                          f"{', '.join(rules.sources)}")
     return EventFile(source, Path(path))
 
@@ -69,7 +70,8 @@ def run_backtest(rules: RuleSet, files: list[EventFile], out_dir: Path) -> Backt
     engine = Engine(rules)
     report = BacktestReport()
     for event_file in files:
-        for first_line, batch in _batches(event_file.path):
+        fields = rules.sources[event_file.source].fields
+        for first_line, batch in _batches(event_file.path, fields):
             result = engine.ingest(event_file.source, batch)
             _tally(report, event_file, first_line, batch, result)
             report.take(engine.advance())
@@ -95,11 +97,11 @@ def _tally(report: BacktestReport, event_file: EventFile, first_line: int, batch
                                 "raw": batch[index].decode("utf-8", "replace")})
 
 
-def _batches(path: Path) -> Iterator[tuple[int, list[bytes]]]:
+def _batches(path: Path, fields: Mapping[str, FieldType]) -> Iterator[tuple[int, list[bytes]]]:
     """``(first line number, raw events)`` in batches; CSV rows become JSON objects."""
     if not path.is_file():
         raise EventError(f"{path}: no such events file")
-    lines = _csv_lines(path) if path.suffix.lower() == ".csv" else _json_lines(path)
+    lines = _csv_lines(path, fields) if path.suffix.lower() == ".csv" else _json_lines(path)
     batch: list[bytes] = []
     first = 1
     for number, line in lines:
@@ -120,13 +122,43 @@ def _json_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, line.rstrip(b"\r\n")
 
 
-def _csv_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+def _csv_lines(path: Path, fields: Mapping[str, FieldType]) -> Iterator[tuple[int, bytes]]:
+    """CSV rows as JSON objects: cells stay text (``007`` keeps its zeros) except the fields
+    the KPIs read as numbers or booleans; a dotted header (``user.city``) makes a nested
+    object; an empty cell is a missing field."""
     try:
-        frame = pl.read_csv(path, infer_schema_length=10_000)
+        frame = pl.read_csv(path, infer_schema=False)
     except (pl.exceptions.PolarsError, OSError) as e:
         raise EventError(f"{path}: not a readable CSV file: {e}") from e
     for number, row in enumerate(frame.iter_rows(named=True), 2):
-        yield number, orjson.dumps({k: v for k, v in row.items() if v is not None})
+        event: dict = {}
+        for name, text in row.items():
+            if text is not None and text != "":
+                _put(event, name, _typed(text, fields.get(name)))
+        yield number, orjson.dumps(event)
+
+
+def _typed(text: str, kind: FieldType | None) -> object:
+    """A cell as the type its KPIs read it; left as text when it is not one (then invalid)."""
+    if kind is FieldType.NUMBER:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+    if kind is FieldType.BOOL and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _put(event: dict, dotted: str, value: object) -> None:
+    *parents, leaf = dotted.split(".")
+    node = event
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[leaf] = value
 
 
 def write_kpis(path: Path, rules: RuleSet, windows: list[ClosedWindow]) -> None:

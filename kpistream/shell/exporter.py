@@ -8,7 +8,7 @@ collector from a snapshot the daemon updates after each step, on a registry of i
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -54,8 +54,10 @@ class _Snapshot(Collector):
         for rule in self.rules.alerts:
             labels = self.rules.kpis[rule.kpi].labels
             for severity in rule.severities:
-                for key in self.values.get(rule.kpi, {}):
-                    state = self.firing.get((rule.name, severity, key), 0)
+                firing = {k for (a, s, k), v in self.firing.items()
+                          if v and a == rule.name and s == severity}
+                for key in sorted(set(self.values.get(rule.kpi, {})) | firing):
+                    state = int(key in firing)
                     family.add_sample("kpistream_alert_firing", {
                         "alert": rule.name, "kpi": rule.kpi, "severity": severity,
                         **dict(zip(labels, key, strict=True))}, state)
@@ -129,6 +131,11 @@ class Exporter:
         for source in rules.sources:
             for status in STATUSES:
                 self.events.labels(source, status)
+
+    def restored(self, firing: Iterable[tuple[str, str, SeriesKey]]) -> None:
+        """Alerts firing in a restored checkpoint: they make no new transition."""
+        for key in firing:
+            self.snapshot.firing[key] = 1
 
     def count(self, source: str, result: IngestResult) -> None:
         for status in STATUSES:

@@ -111,11 +111,21 @@ class IngestService(mode.Service):
         if found is None:
             log.info("no checkpoint for group %s: starting afresh", self.settings.group_id)
             return
-        state = pickle.loads(found.state)
-        self.engine.restore(state["engine"])
-        for name, part in self.parts.items():
-            if name in state:
-                part.restore(state[name])
+        try:
+            state = pickle.loads(found.state)
+            self.engine.restore(state["engine"])
+            for name, part in self.parts.items():
+                if name in state:
+                    part.restore(state[name])
+        except (pickle.UnpicklingError, ValueError, KeyError, TypeError, AttributeError,
+                ImportError, EOFError) as e:
+            log.warning("checkpoint %s cannot be restored (%s: %s); starting afresh from the "
+                        "committed offsets", found.id, type(e).__name__, e)
+            self.engine = Engine(self.rules, idle_timeout_ms=self.settings.idle_timeout,
+                                 max_future_ms=self.settings.max_future)
+            return
+        self.exporter.restored((e.rule.name, severity, key) for e in self.engine.alerts
+                               for severity, key in e.firing())
         self._restored = dict(found.offsets)
         self.offsets = dict(found.offsets)
         log.info("restored checkpoint %s covering %d partition(s)", found.id, len(found.offsets))
@@ -126,6 +136,8 @@ class IngestService(mode.Service):
         started = time.monotonic()
         state = {"engine": self.engine.snapshot(),
                  **{name: part.snapshot() for name, part in self.parts.items()}}
+        for tp in self.consumer.assignment():  # quiet partitions too, so none is skipped
+            self.offsets[tp] = await self.consumer.position(tp)
         offsets = dict(self.offsets)
         await self.checkpoints.save(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL),
                                     offsets)

@@ -69,7 +69,7 @@ def test_user_errors_exit_with_a_message_not_a_traceback(tmp_path):
     assert missing.stderr.strip().endswith(b"nope.jsonl: no such events file")
     unknown = kpistream("backtest", "--rules", str(GOLDEN / "rules.yaml"), "--events",
                         f"visits={tmp_path / 'x.jsonl'}", "--out", str(tmp_path / "o"))
-    assert unknown.returncode == 2
+    assert unknown.returncode == 1
     assert b'unknown source "visits"; the rules have orders' in unknown.stderr
     bad_broker = kpistream("produce", "--broker", "http://x", "--topic", "t", "-", stdin=b"")
     assert bad_broker.returncode == 2
@@ -112,3 +112,18 @@ def test_backtest_alert_scenarios_give_the_expected_alerts_csv(tmp_path):
                      str(scenario / "events.jsonl"), "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "alerts.csv").read_text() == (scenario / "expected_alerts.csv").read_text()
+
+
+def test_csv_cells_keep_their_text_and_dotted_headers_nest(tmp_path):
+    (tmp_path / "rules.yaml").write_text(
+        "sources: [{name: s, topic: t}]\nkpis:\n  - {name: n, source: s, agg: sum(amount), "
+        "by: [store, user.city], window: 1m}\n")
+    (tmp_path / "events.csv").write_text(
+        "ts,store,user.city,amount\n1700000040,007,bj,2.5\n1700000041,007,bj,lots\n")
+    done = kpistream("backtest", "--rules", str(tmp_path / "rules.yaml"), "--events",
+                     str(tmp_path / "events.csv"), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    rows = (tmp_path / "out" / "kpis.csv").read_text().splitlines()
+    assert rows[1] == ('n,2023-11-14T22:14:00Z,2023-11-14T22:15:00Z,'
+                       '"{""store"":""007"",""user_city"":""bj""}",2.5')
+    assert b"1 ok, 1 invalid" in done.stdout  # "lots" is not a number

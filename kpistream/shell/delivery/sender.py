@@ -196,7 +196,7 @@ class Sender:
         message = self._render(n)
         kind = _notify_type(n)
         charted = [url for url in pending if self._wants_chart(url)]
-        chart = (asyncio.ensure_future(asyncio.to_thread(self._chart, n))
+        chart = (asyncio.ensure_future(asyncio.to_thread(self._safe_chart, n))
                  if charted and self._chart else None)
 
         async def deliver(url: str) -> UrlOutcome:
@@ -207,6 +207,14 @@ class Sender:
         sent = await asyncio.gather(*(deliver(url) for url in pending))
         by_url = dict(zip(pending, sent, strict=True))
         return Delivery(n.id, tuple(by_url.get(url) or _duplicate(url) for url in n.urls))
+
+    def _safe_chart(self, n: Notification) -> bytes | None:
+        """The chart, or None: a chart that fails must not cost the message."""
+        try:
+            return self._chart(n) if self._chart else None
+        except Exception:
+            log.exception("notification %s: drawing the chart failed; sending without", n.id)
+            return None
 
     def _wants_chart(self, template: str) -> bool:
         try:

@@ -210,8 +210,6 @@ class AlertEvaluator:
             unit=kpi.unit, summary=rule.summary, notify=rule.notify, history=history)
 
 
-
-
 class AlertGroup:
     """The alerts that read only one KPI, evaluated together.
 

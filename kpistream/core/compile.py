@@ -166,8 +166,6 @@ def _check_labels(item, problems) -> None:
                                         "starting with __), and none of kpi, alert, severity"))
 
 
-
-
 def _topological(compiled: dict[str, Kpi], kpis, problems) -> dict[str, Kpi]:
     graph = {n: [i for i in k.inputs if i in compiled] for n, k in compiled.items()}
     try:

@@ -167,3 +167,25 @@ async def test_a_runtime_silence_mutes_until_it_is_expired(shop, http_receiver):
         assert silence_id not in silence_cli(shop, "list")
     finally:
         daemon.stop()
+
+
+async def test_a_checkpoint_that_cannot_be_restored_is_set_aside(shop):
+    from kpistream.shell.checkpoint import CheckpointStore
+
+    store = CheckpointStore(shop.broker.bootstrap, shop.env["KPISTREAM_CHECKPOINT_TOPIC"],
+                            shop.env["KPISTREAM_GROUP_ID"])
+    await store.start()
+    try:
+        await store.save(b"not a pickle", {})
+    finally:
+        await store.stop()
+    daemon = shop.daemon()
+    try:
+        shop.minute(0, 5)
+        shop.minute(1, 5)
+        await poll(lambda: daemon.value("kpistream_windows_closed_total", kpi="paid") >= 1,
+                   deadline_s=60, what="the daemon to run without the checkpoint")
+    finally:
+        output = daemon.stop()
+    assert "cannot be restored (UnpicklingError" in output, output
+    assert "starting afresh" in output

@@ -160,3 +160,18 @@ async def test_secrets_never_reach_logs_or_metric_labels(
         assert secret not in shown, name
     labels = {s.labels["channel"] for m in registry.collect() for s in m.samples}
     assert labels == {"wecombot", "kpidingtalk", "mailto", "json"}
+
+
+async def test_a_chart_that_fails_does_not_cost_the_message(make_sender, smtp_receiver,
+                                                            caplog):
+    def broken(n):
+        raise RuntimeError("no fonts today")
+
+    sender = make_sender(chart=broken)
+    url = (f"mailto://{smtp_receiver.user}:{smtp_receiver.password}@127.0.0.1:"
+           f"{smtp_receiver.port}?mode=insecure&to=ops@example.com&from=k@example.com")
+    delivery = await sender.send(make_notification((url,)))
+    assert delivery.delivered, delivery
+    (mail,) = await smtp_receiver.wait_for(1)
+    assert mail.attachments == []
+    assert "drawing the chart failed; sending without" in caplog.text

@@ -252,6 +252,6 @@ def _consumer(bootstrap: str, settings: Settings) -> AIOKafkaConsumer:
         session_timeout_ms=settings.session_timeout,
         heartbeat_interval_ms=max(settings.session_timeout // 3, 100),
         max_partition_fetch_bytes=1024 * 1024,
-        fetch_max_bytes=16 * 1024 * 1024,
+        fetch_max_bytes=4 * 1024 * 1024,
         enable_auto_commit=False,  # offsets are committed after each checkpoint
     )

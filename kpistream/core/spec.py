@@ -11,7 +11,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from kpistream.core.durations import parse_duration_ms, parse_moment
 
@@ -40,9 +40,15 @@ def _quiet_hours(value: object) -> tuple[int, int]:
 
 
 _QUIET = re.compile(r"(\d\d):(\d\d)-(\d\d):(\d\d)")
-DurationMs = Annotated[int, BeforeValidator(_duration)]
-QuietHours = Annotated[tuple[int, int], BeforeValidator(_quiet_hours)]
-Moment = Annotated[datetime, BeforeValidator(parse_moment)]
+DURATION_SCHEMA = {"type": "string", "pattern": r"^(\d+(ms|s|m|h|d|w))+$",
+                   "description": "a duration such as 30s, 1m, 1h30m, 1d", "x-duration": True}
+DurationMs = Annotated[int, BeforeValidator(_duration), WithJsonSchema(DURATION_SCHEMA)]
+QuietHours = Annotated[tuple[int, int], BeforeValidator(_quiet_hours), WithJsonSchema(
+    {"type": "string", "pattern": r"^\d\d:\d\d-\d\d:\d\d$",
+     "description": "HH:MM-HH:MM in the rules' timezone, e.g. 22:00-08:00"})]
+Moment = Annotated[datetime, BeforeValidator(parse_moment), WithJsonSchema(
+    {"type": "string", "format": "date-time",
+     "description": "RFC 3339 with an offset, e.g. 2026-11-23T18:00:00+08:00"})]
 Severity = Literal["info", "warning", "critical"]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 OwnerName = Annotated[str, Field(pattern=OWNER_PATTERN)]

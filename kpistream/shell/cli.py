@@ -1,4 +1,4 @@
-"""The ``kpistream`` command line: run, demo, check, backtest, produce, silence.
+"""The ``kpistream`` command line: run, demo, check, schema, backtest, produce, silence.
 
 Exit codes: 0 success, 1 invalid input (rules, events, arguments) with a clear message,
 2 usage error. A user error never prints a Python traceback.
@@ -67,7 +67,13 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate rule files")
     check.add_argument("dir", help="rules directory or file")
+    check.add_argument("--format", choices=["text", "json"], default="text",
+                       help="json: one object with every problem, for tooling")
     check.set_defaults(handler=_check)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of rule files (for editors)")
+    schema.add_argument("--out", metavar="FILE", help="write it here instead of stdout")
+    schema.set_defaults(handler=_schema)
 
     backtest = sub.add_parser("backtest", help="replay event files through the engine")
     backtest.add_argument("--rules", required=True)
@@ -134,10 +140,40 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    if args.format == "json":
+        return _check_json(args.dir)
     rules = load_rules(args.dir)
     print(f"{len(rules.files)} file(s) OK: {len(rules.sources)} sources, {len(rules.kpis)} "
           f"KPIs, {len(rules.alerts)} alerts, {len(rules.owners)} owners "
           f"(version {rules.version})")
+    return 0
+
+
+def _check_json(directory: str) -> int:
+    import orjson
+
+    try:
+        rules = load_rules(directory)
+    except RuleError as e:
+        problems = [{"path": p.path, "line": p.line, "col": p.col, "message": p.message}
+                    for p in e.problems]
+        print(orjson.dumps({"valid": False, "problems": problems}).decode())
+        return 1
+    print(orjson.dumps({"valid": True, "problems": [], "version": rules.version,
+                        "files": list(rules.files)}).decode())
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    import orjson
+
+    from kpistream.core.schema import rule_file_schema
+
+    text = orjson.dumps(rule_file_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    if args.out:
+        Path(args.out).write_bytes(text + b"\n")
+    else:
+        print(text.decode())
     return 0
 
 

@@ -127,3 +127,13 @@ def test_csv_cells_keep_their_text_and_dotted_headers_nest(tmp_path):
     assert rows[1] == ('n,2023-11-14T22:14:00Z,2023-11-14T22:15:00Z,'
                        '"{""store"":""007"",""user_city"":""bj""}",2.5')
     assert b"1 ok, 1 invalid" in done.stdout  # "lots" is not a number
+
+
+def test_check_json_lists_problems_for_tooling():
+    done = kpistream("check", "--format", "json", str(DATA / "contract_example.yaml"))
+    assert done.returncode == 1
+    report = orjson.loads(done.stdout)
+    assert report["valid"] is False
+    assert [(p["line"], p["col"]) for p in report["problems"]] == [(27, 13)]
+    good = kpistream("check", "--format", "json", str(GOLDEN / "rules.yaml"))
+    assert good.returncode == 0 and orjson.loads(good.stdout)["valid"] is True

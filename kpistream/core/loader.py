@@ -34,17 +34,24 @@ from kpistream.core.ruleset import RuleSet
 from kpistream.core.spec import RuleFileSpec
 from kpistream.errors import Problem, RuleError
 
-__all__ = ["load_rules", "load_rules_text", "rule_files"]
+__all__ = ["is_test_file", "load_rules", "load_rules_text", "rule_files"]
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
 
 
 def rule_files(root: str | Path) -> list[Path]:
-    """Every ``*.yaml``/``*.yml`` file under ``root`` (or ``root`` itself), sorted."""
+    """Every ``*.yaml``/``*.yml`` file under ``root`` (or ``root`` itself), sorted; rule unit
+    tests (``*.test.yaml``, see :mod:`kpistream.core.ruletests`) are not rule files."""
     path = Path(root)
     if path.is_file():
         return [path]
-    return sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    return sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()
+                  and not is_test_file(p))
+
+
+def is_test_file(path: Path) -> bool:
+    """``*.test.yaml`` / ``*.test.yml``: rule unit tests for ``kpistream test``."""
+    return path.name.endswith((".test.yaml", ".test.yml"))
 
 
 def load_rules(root: str | Path) -> RuleSet:

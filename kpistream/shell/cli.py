@@ -1,4 +1,4 @@
-"""The ``kpistream`` command line: run, demo, check, schema, backtest, produce, silence.
+"""The ``kpistream`` command line: run, demo, check, test, schema, backtest, produce, silence.
 
 Exit codes: 0 success, 1 invalid input (rules, events, arguments) with a clear message,
 2 usage error. A user error never prints a Python traceback.
@@ -70,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--format", choices=["text", "json"], default="text",
                        help="json: one object with every problem, for tooling")
     check.set_defaults(handler=_check)
+
+    test = sub.add_parser("test", help="run the rule unit tests (*.test.yaml) found in DIR")
+    test.add_argument("dir", help="rules directory: its rules and its *.test.yaml files")
+    test.set_defaults(handler=_test)
 
     schema = sub.add_parser("schema", help="print the JSON Schema of rule files (for editors)")
     schema.add_argument("--out", metavar="FILE", help="write it here instead of stdout")
@@ -162,6 +166,12 @@ def _check_json(directory: str) -> int:
     print(orjson.dumps({"valid": True, "problems": [], "version": rules.version,
                         "files": list(rules.files)}).decode())
     return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    from kpistream.shell.ruletests import run_test_files
+
+    return run_test_files(Path(args.dir))
 
 
 def _schema(args: argparse.Namespace) -> int:

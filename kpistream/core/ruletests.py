@@ -1,0 +1,163 @@
+"""Rule unit tests (``kpistream test``): given events, expect these KPI values and alerts.
+
+A test file (``*.test.yaml`` next to the rules) holds a list of tests::
+
+    tests:
+      - name: GMV drop pages sales-ops
+        events:                        # per source, in arrival order
+          orders:
+            - {ts: "2024-01-01T10:00:05Z", status: paid, amount: 120, region: east}
+        kpis:                          # each must be there with this value
+          - {kpi: gmv, at: "2024-01-01T10:01:00Z", labels: {region: east}, value: 120}
+        alerts:                        # when given: exactly these transitions, in time order
+          - {alert: gmv_low, at: "2024-01-01T10:02:00Z", labels: {region: east},
+             state: firing}
+
+Events run through the same engine as ``run`` and ``backtest``; the end of the events closes
+every window (as in ``backtest``). ``at`` is a window end.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from kpistream.core.durations import parse_moment
+from kpistream.core.engine import Engine
+from kpistream.core.notify.model import AlertEvent
+from kpistream.core.ruleset import RuleSet
+from kpistream.core.values import ClosedWindow, format_value
+
+__all__ = ["RuleTest", "RuleTestFile", "TestResult", "run_test"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExpectedKpi(_Model):
+    kpi: str
+    at: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    value: float | None  # null: the window closes without a value for the series
+
+
+class ExpectedAlert(_Model):
+    alert: str
+    at: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    state: Literal["firing", "resolved"]
+    severity: str | None = None
+
+
+class RuleTest(_Model):
+    name: str
+    events: dict[str, list[dict[str, Any]]]
+    kpis: list[ExpectedKpi] = Field(default_factory=list)
+    alerts: list[ExpectedAlert] | None = None
+
+
+class RuleTestFile(_Model):
+    tests: list[RuleTest] = Field(min_length=1)
+
+
+@dataclass
+class TestResult:
+    name: str
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def run_test(rules: RuleSet, test: RuleTest) -> TestResult:
+    """Run one test's events through a fresh engine and compare with its expectations."""
+    result = TestResult(test.name)
+    unknown = sorted(set(test.events) - set(rules.sources))
+    if unknown:
+        result.failures.append(f"unknown source(s) {', '.join(unknown)}; the rules have "
+                               f"{', '.join(rules.sources)}")
+        return result
+    engine = Engine(rules)
+    windows: list[ClosedWindow] = []
+    events: list[AlertEvent] = []
+    for source, batch in test.events.items():
+        ingested = engine.ingest(source, [orjson.dumps(e) for e in batch])
+        result.failures += [f"event {i + 1} of {source} is invalid: {reason}"
+                            for i, reason in ingested.rejected]
+        step = engine.advance()
+        windows += step.windows
+        events += step.transitions
+    step = engine.finish()
+    windows += step.windows
+    events += step.transitions
+    _check_kpis(rules, test.kpis, windows, result)
+    if test.alerts is not None:
+        _check_alerts(test.alerts, events, result)
+    return result
+
+
+def _check_kpis(rules: RuleSet, expected: list[ExpectedKpi], windows: list[ClosedWindow],
+                result: TestResult) -> None:
+    closed = {(w.kpi, w.end_ms) for w in windows}
+    got = {(w.kpi, w.end_ms, tuple(sorted(zip(rules.kpis[w.kpi].labels, key, strict=True)))): v
+           for w in windows for key, v in w.values.items()}
+    for e in expected:
+        where = f"{e.kpi}{_labels(e.labels)} at {e.at}"
+        end = _ms(e.at)
+        value = got.get((e.kpi, end, tuple(sorted(e.labels.items()))))
+        if (e.kpi, end) not in closed:
+            result.failures.append(f"kpi {where}: no window of {e.kpi} closed then (expected "
+                                   f"{_value(e.value)})")
+        elif not _same(value, e.value):
+            result.failures.append(f"kpi {where}: expected {_value(e.value)}, got "
+                                   f"{_value(value)}")
+
+
+def _check_alerts(expected: list[ExpectedAlert], events: list[AlertEvent],
+                  result: TestResult) -> None:
+    """Exactly the expected transitions happened (severity checked where given)."""
+    unmatched = [(e.at_ms, e.alert, e.labels, e.state, e.severity) for e in events]
+    missing = []
+    for a in expected:
+        want = (_ms(a.at), a.alert, tuple(sorted(a.labels.items())), a.state)
+        match = next((g for g in unmatched if g[:4] == want
+                      and a.severity in (None, g[4])), None)
+        if match is None:
+            missing.append(want)
+        else:
+            unmatched.remove(match)
+    for at, alert, labels, state in sorted(missing):
+        result.failures.append(f"alert {alert}{_labels(dict(labels))} {state} at {_text(at)}: "
+                               "expected, did not happen")
+    for at, alert, labels, state, severity in sorted(unmatched):
+        result.failures.append(f"alert {alert}{_labels(dict(labels))} {state} ({severity}) at "
+                               f"{_text(at)}: happened, not expected")
+
+
+def _ms(text: str) -> int:
+    return int(parse_moment(text).timestamp() * 1000)
+
+
+def _text(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+def _value(value: float | None) -> str:
+    return "no value" if value is None else format_value(value)
+
+
+def _same(got: float | None, want: float | None) -> bool:
+    if got is None or want is None:
+        return got is want
+    return math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12)

@@ -56,10 +56,14 @@ def test_check_lists_every_problem_and_exits_1(tmp_path):
     assert b"Traceback" not in done.stderr
 
 
-def test_check_accepts_the_repository_rules():
-    done = kpistream("check", str(Path(__file__).parents[2] / "rules"))
+def test_check_accepts_the_repository_rules_and_their_tests_pass():
+    rules = str(Path(__file__).parents[2] / "rules")
+    done = kpistream("check", rules)
     assert done.returncode == 0, done.stderr
     assert b"OK" in done.stdout
+    tested = kpistream("test", rules)
+    assert tested.returncode == 0, tested.stdout
+    assert b"FAIL" not in tested.stdout and b"PASS" in tested.stdout
 
 
 def test_user_errors_exit_with_a_message_not_a_traceback(tmp_path):

@@ -26,6 +26,7 @@ test: lint
 bench: $(STAMP)
 	$(PY) bench/engine_throughput.py
 	$(PY) bench/alert_latency.py
+	$(PY) bench/backtest_speed.py
 
 clean:
 	rm -rf $(VENV)

@@ -2,7 +2,8 @@
 
 Writes ``kpis.csv`` (one row per closed window per series), ``alerts.csv`` (one row per alert
 state change) and, when any event was invalid, ``rejected.jsonl`` (each rejected event with
-its file, line and reason), so nothing is silently lost.
+its file, line and reason), so nothing is silently lost. The CLI adds ``index.html`` and the
+stdout summary (``kpistream.shell.report``); ``replay`` alone runs ``--compare``'s old rules.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from kpistream.core.values import ClosedWindow, format_value
 from kpistream.errors import EventError
 from kpistream.shell.timefmt import rfc3339
 
-__all__ = ["BacktestReport", "EventFile", "parse_event_spec", "run_backtest"]
+__all__ = ["BacktestReport", "EventFile", "parse_event_spec", "replay", "run_backtest"]
 
 BATCH = 50_000
 
@@ -67,6 +68,27 @@ def parse_event_spec(spec: str, rules: RuleSet) -> EventFile:
 
 def run_backtest(rules: RuleSet, files: list[EventFile], out_dir: Path) -> BacktestReport:
     """Replay ``files`` (each in its own order) and write the outputs to ``out_dir``."""
+    report = replay(rules, files)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_kpis(out_dir / "kpis.csv", rules, report.windows)
+    write_alerts(out_dir / "alerts.csv", rules, report.transitions)
+    rejected_path = out_dir / "rejected.jsonl"
+    if report.rejected:
+        rejected_path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in report.rejected))
+    elif rejected_path.exists():
+        rejected_path.unlink()
+    return report
+
+
+def replay(rules: RuleSet, files: list[EventFile]) -> BacktestReport:
+    """Replay ``files`` (each in its own order) through a fresh engine; write nothing.
+
+    ``--compare`` calls it a second time with the old rules on the same files.
+    """
+    for event_file in files:
+        if event_file.source not in rules.sources:
+            raise EventError(f'--events: the rules have no source "{event_file.source}"; '
+                             f"they have {', '.join(rules.sources) or '(none)'}")
     engine = Engine(rules)
     report = BacktestReport()
     for event_file in files:
@@ -76,14 +98,6 @@ def run_backtest(rules: RuleSet, files: list[EventFile], out_dir: Path) -> Backt
             _tally(report, event_file, first_line, batch, result)
             report.take(engine.advance())
     report.take(engine.finish())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_kpis(out_dir / "kpis.csv", rules, report.windows)
-    write_alerts(out_dir / "alerts.csv", rules, report.transitions)
-    rejected_path = out_dir / "rejected.jsonl"
-    if report.rejected:
-        rejected_path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in report.rejected))
-    elif rejected_path.exists():
-        rejected_path.unlink()
     return report
 
 
@@ -190,6 +204,11 @@ def write_alerts(path: Path, rules: RuleSet, transitions: list[AlertEvent]) -> N
 
 def _labels(names: tuple[str, ...], key: tuple[str, ...]) -> str:
     return _json(dict(zip(names, key, strict=True)))
+
+
+def labels_json(labels: Mapping[str, str]) -> str:
+    """Labels as the outputs print them: compact JSON with sorted keys."""
+    return _json(dict(labels))
 
 
 def _json(labels: dict[str, str]) -> str:

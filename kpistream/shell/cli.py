@@ -13,12 +13,18 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from kpistream.core.loader import load_rules
 from kpistream.errors import KpistreamError, RuleError, UsageError
 from kpistream.settings import Settings
+
+if TYPE_CHECKING:  # backtest's types, imported lazily at run time
+    from kpistream.core.ruleset import RuleSet
+    from kpistream.shell.backtest import BacktestReport, EventFile
+    from kpistream.shell.report import Comparison
 
 __all__ = ["main"]
 
@@ -83,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("--rules", required=True)
     backtest.add_argument("--events", required=True, nargs="+", metavar="[SOURCE=]FILE")
     backtest.add_argument("--out", required=True, metavar="OUTDIR")
+    backtest.add_argument("--compare", metavar="OLD_RULES_DIR",
+                          help="also replay through these rules; list the alerts added/removed")
+    backtest.add_argument("--no-report", dest="report", action="store_false",
+                          help="skip OUTDIR/index.html (the charts take a few seconds)")
     backtest.set_defaults(handler=_backtest)
 
     silence = sub.add_parser("silence", help="mute alerts for a while (runtime silences)")
@@ -189,9 +199,16 @@ def _schema(args: argparse.Namespace) -> int:
 
 def _backtest(args: argparse.Namespace) -> int:
     from kpistream.shell.backtest import parse_event_spec, run_backtest
+    from kpistream.shell.report import summarize, summary_lines, write_html
 
     rules = load_rules(args.rules)
     files = [parse_event_spec(spec, rules) for spec in args.events]
+    try:
+        old_rules = load_rules(args.compare) if args.compare else None
+    except RuleError as e:
+        print(f"kpistream: --compare {args.compare}: the old rules do not load:\n{e}",
+              file=sys.stderr)
+        return 1
     report = run_backtest(rules, files, Path(args.out))
     c = report.counts
     print(f"events: {c['ok']} ok, {c['invalid']} invalid, {c['late']} late, "
@@ -201,7 +218,33 @@ def _backtest(args: argparse.Namespace) -> int:
     if report.rejected:
         print(f"{len(report.rejected)} invalid event(s) set aside in {args.out}/rejected.jsonl",
               file=sys.stderr)
+    print("\n".join(summary_lines(summarize(rules, report.transitions))))
+    comparison = _compare(args, old_rules, files, report) if old_rules is not None else None
+    if args.report:
+        write_html(Path(args.out) / "index.html", rules, report, comparison)
+        print(f"report: {args.out}/index.html")
+    for stale, kept in (("index.html", args.report), ("compare.txt", comparison is not None)):
+        if not kept:
+            (Path(args.out) / stale).unlink(missing_ok=True)  # not from an earlier run
     return 0
+
+
+def _compare(args: argparse.Namespace, old_rules: RuleSet, files: list[EventFile],
+             report: BacktestReport) -> Comparison:
+    """Replay the same files through the old rules; print and write what changed."""
+    from kpistream.shell.backtest import replay
+    from kpistream.shell.report import compare
+
+    old = replay(old_rules, files)
+    comparison = compare(args.compare, old.transitions, report.transitions)
+    lines = comparison.lines()
+    print(f"compared with {args.compare}: {len(comparison.added)} transition(s) added, "
+          f"{len(comparison.removed)} removed")
+    for line in lines:
+        print(line)
+    text = "".join(line + "\n" for line in lines)
+    (Path(args.out) / "compare.txt").write_text(text, encoding="utf-8")
+    return comparison
 
 
 def _produce(args: argparse.Namespace) -> int:

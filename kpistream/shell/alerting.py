@@ -185,6 +185,12 @@ class AlertDelivery(mode.Service):
         while len(self.delivered) > _REMEMBER * 10:
             del self.delivered[next(iter(self.delivered))]
 
+    def use_rules(self, rules: RuleSet) -> None:
+        """New owners and file silences after a reload; alert states live in the engine."""
+        self.rules = rules
+        self.notifier.owners = owner_policies(rules)
+        self._apply_silences()
+
     def _on_silence(self, silence: Silence) -> None:
         self.runtime_silences[silence.id] = silence
         self._apply_silences()

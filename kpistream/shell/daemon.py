@@ -28,6 +28,7 @@ from kpistream.shell.alerting import AlertDelivery
 from kpistream.shell.broker import EmbeddedBroker, parse_bootstrap, wait_for_broker
 from kpistream.shell.exporter import Exporter
 from kpistream.shell.ingest import IngestService
+from kpistream.shell.reload import RulesWatcher
 from kpistream.shell.timefmt import rfc3339
 
 __all__ = ["BrokerService", "ConsoleAlerts", "MetricsService", "build_daemon", "run_worker"]
@@ -94,6 +95,9 @@ class ConsoleAlerts:
         self.rules = rules
         self.out = out
 
+    def use_rules(self, rules: RuleSet) -> None:
+        self.rules = rules
+
     def __call__(self, step: Step) -> None:
         for t in step.transitions:
             print(self.line(t), file=self.out, flush=True)
@@ -124,10 +128,12 @@ def build_daemon(settings: Settings, rules: RuleSet, *,
     broker = BrokerService(settings.broker, settings.broker_wait / 1000)
     metrics = MetricsService(settings.metrics_addr, exporter)
     alerting = AlertDelivery(settings, rules, exporter, lambda: broker.bootstrap)
+    console = ConsoleAlerts(rules)
     ingest = IngestService(settings, rules, lambda: broker.bootstrap, exporter,
-                           sinks=[exporter.publish, ConsoleAlerts(rules), alerting, *sinks],
+                           sinks=[exporter.publish, console, alerting, *sinks],
                            parts=[alerting])
-    return Daemon([broker, metrics, *extra(broker), alerting, ingest]), ingest
+    watcher = RulesWatcher(settings.rules, ingest, exporter)
+    return Daemon([broker, metrics, *extra(broker), alerting, ingest, watcher]), ingest
 
 
 def run_worker(daemon: Daemon) -> int:
@@ -146,6 +152,9 @@ async def _serve(daemon: Daemon) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    for part in daemon.parts:
+        if isinstance(part, RulesWatcher):
+            loop.add_signal_handler(signal.SIGHUP, part.request)
     try:
         await daemon.start()
         stopping = asyncio.ensure_future(stop.wait())

@@ -125,7 +125,9 @@ class Exporter:
         self._notifier.notifier, self._notifier.outbox = notifier, outbox
 
     def use_rules(self, rules: RuleSet) -> None:
+        """Export for this rule set from now on (KPIs it no longer has disappear)."""
         self.snapshot.rules = rules
+        self.snapshot.values = {k: self.snapshot.values.get(k, {}) for k in rules.kpis}
         self.info.clear()
         self.info.labels(rules.version).set(1)
         for source in rules.sources:

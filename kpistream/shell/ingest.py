@@ -71,6 +71,8 @@ class IngestService(mode.Service):
         self.offsets: dict[TopicPartition, int] = {}
         self._restored: dict[TopicPartition, int] = {}
         self._next_checkpoint = 0.0
+        #: a validated rule set waiting to be swapped in between two polls (hot reload)
+        self.pending_rules: RuleSet | None = None
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
@@ -161,9 +163,38 @@ class IngestService(mode.Service):
             batches = await self.consumer.getmany(timeout_ms=self.settings.poll_timeout,
                                                   max_records=self.settings.batch_max_records)
             self.polling = True
+            if self.pending_rules is not None:
+                await self.swap_rules(self.pending_rules)
             await self.process(batches)
             if self.checkpoints and time.monotonic() >= self._next_checkpoint:
                 await self.checkpoint()
+
+    async def swap_rules(self, rules: RuleSet) -> None:
+        """Run ``rules`` from now on; unchanged KPIs and alerts keep their state."""
+        self.pending_rules = None
+        snapshot = self.engine.snapshot()
+        engine = Engine(rules, idle_timeout_ms=self.settings.idle_timeout,
+                        max_future_ms=self.settings.max_future)
+        engine.restore(snapshot)
+        topics: dict[str, list[str]] = {}
+        for source in rules.sources.values():
+            topics.setdefault(source.topic, []).append(source.name)
+        if set(topics) != set(self.topics):
+            assert self.consumer is not None
+            await ensure_topics(self._bootstrap(), {s.topic: s.partitions
+                                                    for s in rules.sources.values()})
+            self.consumer.subscribe(list(topics), listener=_Rebalance(self._on_assigned))
+        for source, runner in engine.sources.items():  # keep the partitions assigned now
+            old = self.engine.sources.get(source)
+            if old is not None:
+                runner.watermarks.partitions = old.watermarks.partitions
+        self.engine, self.rules, self.topics = engine, rules, topics
+        self.exporter.use_rules(rules)
+        for sink in self.sinks:  # those that render or route by the rules
+            use_rules = getattr(sink, "use_rules", None)
+            if use_rules is not None:
+                use_rules(rules)
+        log.info("rules version %s live", rules.version)
 
     async def process(self, batches: dict) -> Step:
         """Ingest one poll (all partitions of a topic as one batch), close windows, hand on."""

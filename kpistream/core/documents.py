@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, merge_attrib
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
 from kpistream.core.spec import (
@@ -91,13 +91,28 @@ def _position(tree: Any, loc: Loc, *, key: bool) -> tuple[int, int]:
     for i, step in enumerate(loc):
         last = i == len(loc) - 1
         if isinstance(node, CommentedMap) and step in node:
-            line, col = node.lc.key(step) if (last and key) else node.lc.value(step)
+            owner = _defining_map(node, step)
+            if owner is None:
+                break
+            line, col = owner.lc.key(step) if (last and key) else owner.lc.value(step)
         elif isinstance(node, CommentedSeq) and isinstance(step, int) and step < len(node):
             line, col = node.lc.item(step)
         else:
             break
         node = node[step]
     return line + 1, col + 1
+
+
+def _defining_map(node: CommentedMap, key: Any, depth: int = 0) -> CommentedMap | None:
+    """The map that spells ``key`` out: ``node`` itself or one merged in with ``<<:``."""
+    if key in (node.lc.data or {}):
+        return node
+    for merged in getattr(node, merge_attrib, None) or ():
+        if depth < 20 and isinstance(merged, CommentedMap) and key in merged:
+            found = _defining_map(merged, key, depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 def _context(tree: Any, loc: Loc) -> str:

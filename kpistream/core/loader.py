@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.reader import ReaderError
 
 from kpistream.core.compile import compile_rules
 from kpistream.core.documents import SECTIONS, Loc, RuleDocument
@@ -37,6 +38,10 @@ from kpistream.errors import Problem, RuleError
 __all__ = ["is_test_file", "load_rules", "load_rules_text", "rule_files"]
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
+#: Keys and values a file may hold once YAML aliases are expanded (a billion-laughs guard).
+MAX_VALUES = 100_000
+#: Nesting of maps and lists; rule files need a handful of levels.
+MAX_DEPTH = 50
 
 
 def rule_files(root: str | Path) -> list[Path]:
@@ -75,7 +80,7 @@ def _load(texts: dict[str, str], problems: list[Problem]) -> RuleSet:
     digest = hashlib.sha256()
     docs: list[RuleDocument] = []
     for path, text in texts.items():
-        digest.update(f"{path}\0{text}\0".encode())
+        digest.update(f"{path}\0{text}\0".encode("utf-8", "surrogatepass"))
         doc = _parse(path, text, problems)
         if doc is not None:
             docs.append(doc)
@@ -98,10 +103,25 @@ def _read(path: Path, problems: list[Problem]) -> str | None:
 
 
 def _parse(path: str, text: str, problems: list[Problem]) -> RuleDocument | None:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_FILE_BYTES:
+        problems.append(Problem(path, 1, 1, f"file is larger than "
+                                f"{MAX_FILE_BYTES // 1024 // 1024} MiB; split it"))
+        return None
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
         tree = yaml.load(text)
+    except RecursionError:
+        problems.append(Problem(path, 1, 1, "invalid YAML: nested too deeply; rule files need "
+                                f"at most {MAX_DEPTH} levels of maps and lists"))
+        return None
+    except ReaderError as e:
+        at = text.count("\n", 0, e.position) + 1, e.position - text.rfind("\n", 0, e.position)
+        char = e.character if isinstance(e.character, str) else chr(e.character)
+        problems.append(Problem(path, *at, f"invalid YAML: character U+{ord(char):04X} is not "
+                                "allowed in YAML text; remove it"))
+        return None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -115,6 +135,10 @@ def _parse(path: str, text: str, problems: list[Problem]) -> RuleDocument | None
     if not isinstance(tree, CommentedMap):
         problems.append(Problem(path, 1, 1, "expected a mapping with keys timezone, sources, "
                                 "kpis, alerts, owners"))
+        return None
+    too_big = _over_budget(path, tree)
+    if too_big is not None:
+        problems.append(too_big)
         return None
     try:
         spec = RuleFileSpec.model_validate(_plain(tree))
@@ -142,6 +166,71 @@ def _valid_or_none(model: type[BaseModel], item: Any) -> BaseModel | None:
         return model.model_validate(_plain(item))
     except ValidationError:
         return None
+
+
+class _OverBudget(Exception):
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _over_budget(path: str, tree: CommentedMap) -> Problem | None:
+    """A problem when ``tree`` nests too deeply, refers to itself, or expands (aliases
+    copied out, as :func:`_plain` does) to more than ``MAX_VALUES`` keys and values; it is
+    placed at the outermost alias being expanded, else at 1:1.
+
+    Aliases are shared references in ruamel's tree, so a few lines can stand for billions of
+    values; the walk stops at the budget instead of expanding them.
+    """
+    count = 0
+    seen: set[int] = set()
+    alias_at: list[tuple[int, int]] = []  # positions of the aliases on the current path
+
+    def walk(node: Any, depth: int, ancestors: tuple[int, ...]) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_VALUES:
+            raise _OverBudget(f"file expands to more than {MAX_VALUES} values (YAML aliases?); "
+                              "rule files need far fewer: copy the values you reuse, or split "
+                              "the file")
+        if not isinstance(node, dict | list):
+            return
+        if id(node) in ancestors:
+            raise _OverBudget("a YAML alias refers to a map or list that contains it; rule "
+                              "files cannot be recursive")
+        if depth > MAX_DEPTH:
+            raise _OverBudget(f"nested too deeply; rule files need at most {MAX_DEPTH} levels "
+                              "of maps and lists")
+        seen.add(id(node))
+        inside = (*ancestors, id(node))
+        steps = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        for i, (step, child) in enumerate(steps):
+            alias = isinstance(child, dict | list) and id(child) in seen
+            if alias:
+                alias_at.append(_child_position(node, step, i))
+            if isinstance(node, dict):
+                walk(step, depth + 1, inside)
+            walk(child, depth + 1, inside)
+            if alias:
+                alias_at.pop()
+
+    try:
+        walk(tree, 0, ())
+    except _OverBudget as e:
+        line, col = alias_at[0] if alias_at else (1, 1)
+        return Problem(path, line, col, e.message)
+    return None
+
+
+def _child_position(node: Any, step: Any, index: int) -> tuple[int, int]:
+    """1-based position of ``node[step]`` in the file, else (1, 1)."""
+    try:
+        if isinstance(node, CommentedMap):
+            line, col = node.lc.value(step)
+        else:
+            line, col = node.lc.item(index)
+        return line + 1, col + 1
+    except (AttributeError, KeyError, IndexError, TypeError):
+        return 1, 1
 
 
 def _plain(node: Any) -> Any:

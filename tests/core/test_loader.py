@@ -110,3 +110,63 @@ def test_missing_directory_and_empty_directory(tmp_path):
         load_rules(tmp_path / "nope")
     with pytest.raises(RuleError, match=r"no rule files \(\*.yaml, \*.yml\) found here"):
         load_rules(tmp_path)
+
+
+# --- bad input found by fuzzing (tests/core/test_loader_fuzz.py) and size limits -------------
+
+BOMB = "".join(
+    [f"a0: &a0 [{', '.join(['lol'] * 9)}]\n"]
+    + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)]
+    + ["kpis: *a9\n"])
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # a billion laughs: 10 lines expanding to 9**10 values are refused at the alias that blows up
+    (BOMB, ["r.yaml:5:5: file expands to more than 100000 values (YAML aliases?); rule files "
+            "need far fewer: copy the values you reuse, or split the file"]),
+    ("kpis: [" + "1, " * 100_000 + "]\n",
+     ["r.yaml:1:1: file expands to more than 100000 values (YAML aliases?); rule files need far "
+      "fewer: copy the values you reuse, or split the file"]),
+    ("kpis: [" + "x, " * 1_500_000 + "]\n", ["r.yaml:1:1: file is larger than 4 MiB; split it"]),
+    ("kpis: " + "[" * 60 + "]" * 60 + "\n",
+     ["r.yaml:1:1: nested too deeply; rule files need at most 50 levels of maps and lists"]),
+    ("kpis: " + "[" * 1000 + "]" * 1000 + "\n",
+     ["r.yaml:1:1: invalid YAML: nested too deeply; rule files need at most 50 levels of maps "
+      "and lists"]),
+    # used to crash: TypeError on a lone surrogate while hashing the text
+    ("kpis: ['a\ud800']\n",
+     ["r.yaml:1:10: invalid YAML: character U+D800 is not allowed in YAML text; remove it"]),
+    ("a: 1\nkpis: [\x07]\n",
+     ["r.yaml:2:8: invalid YAML: character U+0007 is not allowed in YAML text; remove it"]),
+    # used to crash: keys merged in with << have no position in the map that merges them
+    ("kpis:\n  - <<: {name: A, windw: 1}\n",
+     ['r.yaml:2:5: kpi "A": missing required key "window"',
+      'r.yaml:2:16: kpi "A": invalid name "A"; expected lowercase letters, digits and _ '
+      "starting with a letter (e.g. gmv_total)",
+      'r.yaml:2:19: kpi "A": unknown key "windw"; expected one of name, title, description, '
+      "source, where, agg, expr, by, window, hop, lateness, series_ttl, unit, owner "
+      '(did you mean "window"?)']),
+    (SOURCE + "kpis:\n  - {name: a, window: 1m, source: orders, <<: [{agg: 1}]}\n",
+     ['r.yaml:3:54: kpi "a": agg: input should be a valid string, got 1']),
+])
+def test_bad_input_is_refused_with_exact_positioned_problems(text, expected):
+    assert problems(text) == expected
+
+
+def test_load_rules_refuses_a_large_file_before_reading_it(tmp_path):
+    (tmp_path / "big.yaml").write_text("# padding\n" * 500_000)
+    with pytest.raises(RuleError) as e:
+        load_rules(tmp_path)
+    assert [p.message for p in e.value.problems] == ["file is larger than 4 MiB; split it"]
+
+
+@pytest.mark.parametrize("name", [".pre-commit-hooks.yaml", ".pre-commit-config.yaml"])
+def test_pre_commit_files_define_check_and_test_hooks(name):
+    from ruamel.yaml import YAML
+
+    doc = YAML(typ="safe").load((DATA.parents[1] / name).read_text(encoding="utf-8"))
+    hooks = doc if name == ".pre-commit-hooks.yaml" else doc["repos"][0]["hooks"]
+    assert [(h["id"], h["entry"], h["pass_filenames"], h["args"]) for h in hooks] == [
+        ("kpistream-check", "kpistream check", False, ["rules/"]),
+        ("kpistream-test", "kpistream test", False, ["rules/"]),
+    ]

@@ -212,6 +212,14 @@ class Engine:
             windows.closed_through = FOREVER_MS
         return self._downstream(step)
 
+    def given(self, windows: Sequence[ClosedWindow]) -> Step:
+        """Take closed windows of aggregated KPIs as given (rule unit tests that state KPI
+        values instead of events): derived KPIs and alerts follow as if they had closed."""
+        for window in windows:
+            state = self.windows[window.kpi]
+            state.closed_through = max(state.closed_through or window.end_ms, window.end_ms)
+        return self._downstream(Step(windows=sorted(windows, key=lambda w: w.end_ms)))
+
     def snapshot(self) -> dict:
         """All state as plain data, each KPI and alert under the signature of its definition.
 

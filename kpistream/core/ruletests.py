@@ -7,6 +7,8 @@ A test file (``*.test.yaml`` next to the rules) holds a list of tests::
         events:                        # per source, in arrival order
           orders:
             - {ts: "2024-01-01T10:00:05Z", status: paid, amount: 120, region: east}
+        # or, instead of events, the values of aggregated KPIs per window (derived KPIs and
+        # alerts follow):  values: {gmv: [{at: "...", labels: {region: east}, value: 90}]}
         kpis:                          # each must be there with this value
           - {kpi: gmv, at: "2024-01-01T10:01:00Z", labels: {region: east}, value: 120}
         alerts:                        # when given: exactly these transitions, in time order
@@ -33,7 +35,7 @@ from kpistream.core.notify.model import AlertEvent
 from kpistream.core.ruleset import RuleSet
 from kpistream.core.values import ClosedWindow, format_value
 
-__all__ = ["RuleTest", "RuleTestFile", "TestResult", "run_test"]
+__all__ = ["EventsFile", "RuleTest", "RuleTestFile", "TestResult", "run_test"]
 
 
 class _Model(BaseModel):
@@ -55,9 +57,20 @@ class ExpectedAlert(_Model):
     severity: str | None = None
 
 
+class EventsFile(_Model):
+    file: str  # JSONL, relative to the test file (read by the shell)
+
+
+class GivenValue(_Model):
+    at: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    value: float
+
+
 class RuleTest(_Model):
     name: str
-    events: dict[str, list[dict[str, Any]]]
+    events: dict[str, list[dict[str, Any]] | EventsFile] = Field(default_factory=dict)
+    values: dict[str, list[GivenValue]] = Field(default_factory=dict)
     kpis: list[ExpectedKpi] = Field(default_factory=list)
     alerts: list[ExpectedAlert] | None = None
 
@@ -84,10 +97,22 @@ def run_test(rules: RuleSet, test: RuleTest) -> TestResult:
         result.failures.append(f"unknown source(s) {', '.join(unknown)}; the rules have "
                                f"{', '.join(rules.sources)}")
         return result
+    if not test.events and not test.values:
+        result.failures.append("give events (per source) or values (per KPI)")
+        return result
     engine = Engine(rules)
     windows: list[ClosedWindow] = []
     events: list[AlertEvent] = []
+    if test.values:
+        given = _given_windows(rules, test.values, result)
+        if result.failures:
+            return result
+        step = engine.given(given)
+        windows += given + step.windows
+        events += step.transitions
     for source, batch in test.events.items():
+        if isinstance(batch, EventsFile):
+            raise ValueError(f"events file {batch.file} was not read; see load_events_files")
         ingested = engine.ingest(source, [orjson.dumps(e) for e in batch])
         result.failures += [f"event {i + 1} of {source} is invalid: {reason}"
                             for i, reason in ingested.rejected]
@@ -101,6 +126,28 @@ def run_test(rules: RuleSet, test: RuleTest) -> TestResult:
     if test.alerts is not None:
         _check_alerts(test.alerts, events, result)
     return result
+
+
+def _given_windows(rules: RuleSet, values: dict[str, list[GivenValue]], result: TestResult
+                   ) -> list[ClosedWindow]:
+    """Closed windows from stated KPI values (aggregated KPIs only: derived ones follow)."""
+    out = []
+    for name, points in values.items():
+        kpi = rules.kpis.get(name)
+        if kpi is None or kpi.agg is None:
+            result.failures.append(f'values: "{name}" is not a KPI aggregated from a source')
+            continue
+        by_end: dict[int, dict[tuple[str, ...], float]] = {}
+        for point in points:
+            if set(point.labels) != set(kpi.labels):
+                result.failures.append(f"values: {name} at {point.at} needs the labels "
+                                       f"{', '.join(kpi.labels) or '(none)'}")
+                continue
+            key = tuple(point.labels[label] for label in kpi.labels)
+            by_end.setdefault(_ms(point.at), {})[key] = point.value
+        out += [ClosedWindow(name, kpi.calendar.window_start(end), end, series,
+                             frozenset(series)) for end, series in sorted(by_end.items())]
+    return out
 
 
 def _check_kpis(rules: RuleSet, expected: list[ExpectedKpi], windows: list[ClosedWindow],

@@ -6,12 +6,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import orjson
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from kpistream.core.loader import is_test_file, load_rules
-from kpistream.core.ruletests import RuleTestFile, run_test
+from kpistream.core.ruletests import EventsFile, RuleTest, RuleTestFile, run_test
 from kpistream.errors import EventError
 
 __all__ = ["run_test_files"]
@@ -27,7 +28,7 @@ def run_test_files(directory: Path) -> int:
     passed = failed = 0
     for path in files:
         for test in _load(path).tests:
-            result = run_test(rules, test)
+            result = run_test(rules, _with_files_read(test, path.parent))
             print(f"{'PASS' if result.passed else 'FAIL'} {path}: {result.name}")
             for failure in result.failures:
                 print(f"    {failure}")
@@ -46,3 +47,19 @@ def _load(path: Path) -> RuleTestFile:
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
                              for err in e.errors())
         raise EventError(f"{path}: invalid rule tests: {problems}") from e
+
+
+def _with_files_read(test: RuleTest, base: Path) -> RuleTest:
+    """Replace ``{file: x.jsonl}`` event lists by the events they hold."""
+    events = {}
+    for source, batch in test.events.items():
+        if isinstance(batch, EventsFile):
+            path = base / batch.file
+            try:
+                lines = path.read_bytes().splitlines()
+                batch = [orjson.loads(line) for line in lines if line.strip()]
+            except (OSError, orjson.JSONDecodeError) as e:
+                raise EventError(f"{path}: cannot read the events of test "
+                                 f'"{test.name}": {e}') from e
+        events[source] = batch
+    return test.model_copy(update={"events": events})

@@ -147,7 +147,10 @@ def test_rule_unit_tests_report_passes_and_exact_differences(tmp_path):
     done = kpistream("test", str(DATA / "ruletests"))
     assert done.returncode == 1
     path = DATA / "ruletests" / "shop.test.yaml"
+    more = DATA / "ruletests" / "more.test.yaml"
     assert done.stdout.decode().splitlines() == [
+        f"PASS {more}: stated values drive the derived KPI and the alert",
+        f"PASS {more}: events from a file",
         f"PASS {path}: GMV and its alert over three minutes",
         f"FAIL {path}: a wrong expectation, to see the difference",
         '    kpi gmv{region="east"} at 2023-11-14T22:14:00Z: expected 121, got 120',
@@ -156,12 +159,12 @@ def test_rule_unit_tests_report_passes_and_exact_differences(tmp_path):
         '    alert gmv_low{region="east"} firing at 2023-11-14T22:14:00Z: expected, did not '
         "happen",
     ]
-    assert done.stderr.decode().strip().endswith("1 passed, 1 failed")
+    assert done.stderr.decode().strip().endswith("3 passed, 1 failed")
     (tmp_path / "rules.yaml").write_text((DATA / "ruletests" / "rules.yaml").read_text())
     none = kpistream("test", str(tmp_path))
     assert none.returncode == 1 and b"no rule tests (*.test.yaml) found" in none.stderr
     (tmp_path / "bad.test.yaml").write_text("tests:\n  - name: x\n    evnts: {}\n")
     bad = kpistream("test", str(tmp_path))
     assert bad.returncode == 1
-    assert b"invalid rule tests: tests.0.events: Field required" in bad.stderr
+    assert b"invalid rule tests: tests.0.evnts: Extra inputs are not permitted" in bad.stderr
     assert b"Traceback" not in none.stderr + bad.stderr

@@ -24,20 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import orjson
+from engine_throughput import JITTER_MS, STATUS_WEIGHTS, STATUSES, order_event
 
 BENCH = Path(__file__).resolve().parent
 RULES = BENCH / "rules" / "throughput.yaml"
 DAY_START_MS = 1_731_801_600_000  # 2024-11-17T00:00:00Z
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
-JITTER_MS = 3_000
-REGIONS = ("east", "north", "south", "west", "central", "northeast", "northwest", "southwest",
-           "southeast", "overseas")
-CHANNELS = ("app", "web", "mini_program", "store_pos", "partner")
-STATUSES = ("paid", "created", "cancelled")
-STATUS_WEIGHTS = (0.62, 0.28, 0.10)
-USERS = 50_000
 
 
 def minute_counts(n: int) -> list[int]:
@@ -59,18 +52,9 @@ def write_events(path: Path, n: int, seed: int) -> None:
             base = DAY_START_MS + minute * MINUTE_MS
             lines = []
             for j in range(count):
-                lines.append(orjson.dumps({
-                    "ts": base + j * (MINUTE_MS - JITTER_MS) // max(count, 1)
-                    + rng.randrange(JITTER_MS),
-                    "order_id": f"o{seed}-{i:07d}",
-                    "user_id": f"u{rng.randrange(USERS):05d}",
-                    "region": REGIONS[rng.randrange(len(REGIONS))],
-                    "channel": CHANNELS[rng.randrange(len(CHANNELS))],
-                    "city": f"c{rng.randrange(20):02d}",
-                    "store": f"s{rng.randrange(200):03d}",
-                    "status": statuses[i],
-                    "amount": round(rng.lognormvariate(4.6, 0.8), 2),
-                }))
+                ts = base + j * (MINUTE_MS - JITTER_MS) // max(count, 1) + \
+                    rng.randrange(JITTER_MS)
+                lines.append(order_event(rng, ts, f"o{seed}-{i:07d}", statuses[i]))
                 i += 1
             f.write(b"\n".join(lines) + b"\n" if lines else b"")
 

@@ -109,21 +109,24 @@ def make_events(n: int, seed: int, end_ms: int) -> list[bytes]:
     rng = random.Random(seed)
     start_ms = end_ms - SPAN_MS
     statuses = rng.choices(STATUSES, STATUS_WEIGHTS, k=n)
-    lines = []
-    for i in range(n):
-        ts = start_ms + i * (SPAN_MS - JITTER_MS) // n + rng.randrange(JITTER_MS)
-        lines.append(orjson.dumps({
-            "ts": ts,
-            "order_id": f"o{seed}-{i:07d}",
-            "user_id": f"u{rng.randrange(USERS):05d}",
-            "region": REGIONS[rng.randrange(len(REGIONS))],
-            "channel": CHANNELS[rng.randrange(len(CHANNELS))],
-            "city": f"c{rng.randrange(CITIES):02d}",
-            "store": f"s{rng.randrange(STORES):03d}",
-            "status": statuses[i],
-            "amount": round(rng.lognormvariate(4.6, 0.8), 2),
-        }))
-    return lines
+    return [order_event(rng, start_ms + i * (SPAN_MS - JITTER_MS) // n
+                        + rng.randrange(JITTER_MS), f"o{seed}-{i:07d}", statuses[i])
+            for i in range(n)]
+
+
+def order_event(rng: random.Random, ts: int, order_id: str, status: str) -> bytes:
+    """One realistic order event as a JSON line (shared with bench/backtest_speed.py)."""
+    return orjson.dumps({
+        "ts": ts,
+        "order_id": order_id,
+        "user_id": f"u{rng.randrange(USERS):05d}",
+        "region": REGIONS[rng.randrange(len(REGIONS))],
+        "channel": CHANNELS[rng.randrange(len(CHANNELS))],
+        "city": f"c{rng.randrange(CITIES):02d}",
+        "store": f"s{rng.randrange(STORES):03d}",
+        "status": status,
+        "amount": round(rng.lognormvariate(4.6, 0.8), 2),
+    })
 
 
 async def prepare_topic(bootstrap: str, lines: list[bytes]) -> float:

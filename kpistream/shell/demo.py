@@ -36,7 +36,10 @@ class DemoFeed(mode.Service):
         self.generator = DemoGenerator(seed=int(time.time()) // 86_400, rate_per_s=rate)
         self.producer: AIOKafkaProducer | None = None
         self.sent = 0
-        self._last_ms = int(time.time() * 1000)
+        now_ms = int(time.time() * 1000)
+        # from the start of this minute, so the first 1m windows are whole (a partial first
+        # window would look like an outage to the alerts)
+        self._last_ms = now_ms - now_ms % 60_000
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:

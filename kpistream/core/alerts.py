@@ -139,6 +139,15 @@ class AlertEvaluator:
                 events.append(event)
         return events
 
+    def retire(self, at_ms: int) -> list[AlertEvent]:
+        """Resolve every firing series: the rule is being removed or replaced (hot reload)."""
+        events = [self._event(severity, key, "resolved", at_ms, self.env(None, key, at_ms),
+                              state.since_ms)
+                  for (severity, key), state in self.states.items()
+                  if state.state is AlertState.FIRING]
+        self.states.clear()
+        return events
+
     def state(self) -> dict:
         return {"join": self.join.state(), "states": self.states, "last_active": self.last_active}
 

@@ -96,7 +96,10 @@ def _position(tree: Any, loc: Loc, *, key: bool) -> tuple[int, int]:
                 break
             line, col = owner.lc.key(step) if (last and key) else owner.lc.value(step)
         elif isinstance(node, CommentedSeq) and isinstance(step, int) and step < len(node):
-            line, col = node.lc.item(step)
+            position = node.lc.item(step)  # None for items of a tagged flow sequence
+            if position is None:
+                break
+            line, col = position
         else:
             break
         node = node[step]

@@ -24,10 +24,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from kpistream.core.durations import parse_moment
 from kpistream.core.engine import Engine
@@ -42,16 +42,24 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _moment(text: str) -> str:
+    parse_moment(text)
+    return text
+
+
+Moment = Annotated[str, AfterValidator(_moment)]
+
+
 class ExpectedKpi(_Model):
     kpi: str
-    at: str
+    at: Moment
     labels: dict[str, str] = Field(default_factory=dict)
     value: float | None  # null: the window closes without a value for the series
 
 
 class ExpectedAlert(_Model):
     alert: str
-    at: str
+    at: Moment
     labels: dict[str, str] = Field(default_factory=dict)
     state: Literal["firing", "resolved"]
     severity: str | None = None
@@ -62,7 +70,7 @@ class EventsFile(_Model):
 
 
 class GivenValue(_Model):
-    at: str
+    at: Moment
     labels: dict[str, str] = Field(default_factory=dict)
     value: float
 

@@ -235,7 +235,11 @@ def _compare(args: argparse.Namespace, old_rules: RuleSet, files: list[EventFile
     from kpistream.shell.backtest import replay
     from kpistream.shell.report import compare
 
-    old = replay(old_rules, files)
+    kept = [f for f in files if f.source in old_rules.sources]
+    for skipped in sorted({f.source for f in files} - set(old_rules.sources)):
+        print(f"compared with {args.compare}: its rules have no source {skipped!r}; "
+              "its events were replayed through the new rules only")
+    old = replay(old_rules, kept)
     comparison = compare(args.compare, old.transitions, report.transitions)
     lines = comparison.lines()
     print(f"compared with {args.compare}: {len(comparison.added)} transition(s) added, "

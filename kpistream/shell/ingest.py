@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaError
 
 from kpistream.core.engine import Engine, Step
 from kpistream.core.ruleset import RuleSet
-from kpistream.errors import BrokerUnavailable
+from kpistream.errors import BrokerUnavailable, KpistreamError
 from kpistream.settings import Settings
 from kpistream.shell.broker import ensure_topics
 from kpistream.shell.checkpoint import CheckpointStore
@@ -172,29 +172,44 @@ class IngestService(mode.Service):
     async def swap_rules(self, rules: RuleSet) -> None:
         """Run ``rules`` from now on; unchanged KPIs and alerts keep their state."""
         self.pending_rules = None
-        snapshot = self.engine.snapshot()
-        engine = Engine(rules, idle_timeout_ms=self.settings.idle_timeout,
-                        max_future_ms=self.settings.max_future)
-        engine.restore(snapshot)
         topics: dict[str, list[str]] = {}
         for source in rules.sources.values():
             topics.setdefault(source.topic, []).append(source.name)
         if set(topics) != set(self.topics):
             assert self.consumer is not None
-            await ensure_topics(self._bootstrap(), {s.topic: s.partitions
-                                                    for s in rules.sources.values()})
+            try:
+                await ensure_topics(self._bootstrap(), {s.topic: s.partitions
+                                                        for s in rules.sources.values()})
+            except KpistreamError as e:  # try again at the next poll
+                log.warning("rules version %s waits: %s", rules.version, e)
+                self.pending_rules = rules
+                return
             self.consumer.subscribe(list(topics), listener=_Rebalance(self._on_assigned))
-        for source, runner in engine.sources.items():  # keep the partitions assigned now
-            old = self.engine.sources.get(source)
-            if old is not None:
-                runner.watermarks.partitions = old.watermarks.partitions
+        self._retire_alerts(rules)
+        engine = Engine(rules, idle_timeout_ms=self.settings.idle_timeout,
+                        max_future_ms=self.settings.max_future)
+        engine.restore(self.engine.snapshot())
         self.engine, self.rules, self.topics = engine, rules, topics
+        if self.consumer is not None:  # every source, new ones too, waits for its partitions
+            self._on_assigned(self.consumer.assignment())
         self.exporter.use_rules(rules)
         for sink in self.sinks:  # those that render or route by the rules
             use_rules = getattr(sink, "use_rules", None)
             if use_rules is not None:
                 use_rules(rules)
         log.info("rules version %s live", rules.version)
+
+    def _retire_alerts(self, rules: RuleSet) -> None:
+        """Alerts removed or changed by a reload resolve what they had firing."""
+        kept = {r.name: r.signature for r in rules.alerts}
+        step = Step()
+        for evaluator in self.engine.alerts:
+            if kept.get(evaluator.rule.name) != evaluator.rule.signature:
+                at_ms = self.engine.closed_through(evaluator.rule.kpi) or int(time.time() * 1000)
+                step.transitions += evaluator.retire(at_ms)
+        if step.transitions:
+            for sink in self.sinks:
+                sink(step)
 
     async def process(self, batches: dict) -> Step:
         """Ingest one poll (all partitions of a topic as one batch), close windows, hand on."""

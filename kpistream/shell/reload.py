@@ -67,6 +67,11 @@ class RulesWatcher(mode.Service):
             log.error("rules under %s are invalid; keeping version %s running:\n%s",
                       self.directory, self.ingest.rules.version, e)
             return False
+        except Exception:  # a loader bug must not stop the daemon: keep the running set
+            self.success.set(0)
+            log.exception("loading the rules under %s failed; keeping version %s running",
+                          self.directory, self.ingest.rules.version)
+            return False
         self.success.set(1)
         if rules.version != self.ingest.rules.version:
             self.ingest.pending_rules = rules

@@ -126,14 +126,14 @@ def compare(old_rules: str, old: Iterable[AlertEvent], new: Iterable[AlertEvent]
     return Comparison(old_rules, _lines(new_keys - old_keys), _lines(old_keys - new_keys))
 
 
-def _key(t: AlertEvent) -> tuple[int, str, str, str]:
-    return (t.at_ms, t.alert, labels_json(dict(t.labels)), t.state)
+def _key(t: AlertEvent) -> tuple[int, str, str, str, str]:
+    return (t.at_ms, t.alert, labels_json(dict(t.labels)), t.state, t.severity)
 
 
 def _lines(keys: Counter) -> tuple[str, ...]:
-    """Sorted by time, alert, labels, state."""
-    return tuple(f"{alert} {labels} {state} {rfc3339(at)}"
-                 for at, alert, labels, state in sorted(keys.elements()))
+    """Sorted by time, alert, labels, state, severity."""
+    return tuple(f"{alert} {labels} {state} ({severity}) {rfc3339(at)}"
+                 for at, alert, labels, state, severity in sorted(keys.elements()))
 
 
 # --- index.html ---------------------------------------------------------------------------------

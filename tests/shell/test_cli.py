@@ -168,3 +168,15 @@ def test_rule_unit_tests_report_passes_and_exact_differences(tmp_path):
     assert bad.returncode == 1
     assert b"invalid rule tests: tests.0.evnts: Extra inputs are not permitted" in bad.stderr
     assert b"Traceback" not in none.stderr + bad.stderr
+
+
+def test_a_rule_test_with_a_bad_time_is_reported_not_a_traceback(tmp_path):
+    (tmp_path / "rules.yaml").write_text((DATA / "ruletests" / "rules.yaml").read_text())
+    (tmp_path / "t.test.yaml").write_text(
+        "tests:\n  - name: x\n    events: {orders: []}\n"
+        "    kpis: [{kpi: gmv, at: 'yesterday', value: 1}]\n")
+    done = kpistream("test", str(tmp_path))
+    assert done.returncode == 1
+    assert b"invalid rule tests: tests.0.kpis.0.at: Value error, expected an RFC 3339 time" \
+        in done.stderr
+    assert b"Traceback" not in done.stderr

@@ -129,8 +129,8 @@ def test_compare_lists_what_a_threshold_edit_adds_and_removes(tmp_path):
     done = backtest(tmp_path / "out", "--compare", str(old))
     assert done.returncode == 0, done.stderr
     expected = [
-        '+ shadow {"r":"x"} resolved 2024-01-01T10:02:00Z',
-        '- shadow {"r":"x"} resolved 2024-01-01T10:03:00Z',
+        '+ shadow {"r":"x"} resolved (warning) 2024-01-01T10:02:00Z',
+        '- shadow {"r":"x"} resolved (warning) 2024-01-01T10:03:00Z',
     ]
     lines = done.stdout.splitlines()
     start = lines.index(f"compared with {old}: 1 transition(s) added, 1 removed")
@@ -162,3 +162,20 @@ def test_old_rules_that_do_not_load_exit_1_with_a_message(tmp_path, broken):
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()  # nothing replayed
+
+
+def test_compare_shows_a_severity_change(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    rules = (SCENARIO / "rules.yaml").read_text()
+    (old / "rules.yaml").write_text(rules.replace(
+        "{name: silent, kpi: n, absent_for: 2m, severity: critical}",
+        "{name: silent, kpi: n, absent_for: 2m, severity: info}"))
+    done = backtest(tmp_path / "out", "--compare", str(old))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "compare.txt").read_text().splitlines() == [
+        '+ silent {"r":"x"} firing (critical) 2024-01-01T10:05:00Z',
+        '+ silent {"r":"x"} resolved (critical) 2024-01-01T10:06:00Z',
+        '- silent {"r":"x"} firing (info) 2024-01-01T10:05:00Z',
+        '- silent {"r":"x"} resolved (info) 2024-01-01T10:06:00Z',
+    ]

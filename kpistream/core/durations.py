@@ -7,9 +7,10 @@ offset.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 
-__all__ = ["DURATION_UNITS_MS", "format_duration", "parse_duration_ms", "parse_moment"]
+__all__ = ["DURATION_UNITS_MS", "format_duration", "parse_duration_ms", "parse_moment",
+           "rfc3339"]
 
 DURATION_UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
                      "w": 604_800_000}
@@ -74,3 +75,14 @@ def parse_moment(value: object) -> datetime:
         raise ValueError(f"expected an RFC 3339 time with an offset, e.g. "
                          f"2026-11-23T18:00:00+08:00, got {value!r}")
     return moment
+
+
+def rfc3339(ms: int) -> str:
+    """Format epoch milliseconds, with fractions only when there are any.
+
+    >>> rfc3339(1704067200000), rfc3339(1704067200250)
+    ('2024-01-01T00:00:00Z', '2024-01-01T00:00:00.250Z')
+    """
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{ms % 1000:03d}Z" if ms % 1000 else f"{text}Z"

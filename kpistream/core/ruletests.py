@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from kpistream.core.durations import parse_moment
+from kpistream.core.durations import parse_moment, rfc3339
 from kpistream.core.engine import Engine
 from kpistream.core.notify.model import AlertEvent
 from kpistream.core.ruleset import RuleSet
@@ -189,19 +188,15 @@ def _check_alerts(expected: list[ExpectedAlert], events: list[AlertEvent],
         else:
             unmatched.remove(match)
     for at, alert, labels, state in sorted(missing):
-        result.failures.append(f"alert {alert}{_labels(dict(labels))} {state} at {_text(at)}: "
+        result.failures.append(f"alert {alert}{_labels(dict(labels))} {state} at {rfc3339(at)}: "
                                "expected, did not happen")
     for at, alert, labels, state, severity in sorted(unmatched):
         result.failures.append(f"alert {alert}{_labels(dict(labels))} {state} ({severity}) at "
-                               f"{_text(at)}: happened, not expected")
+                               f"{rfc3339(at)}: happened, not expected")
 
 
 def _ms(text: str) -> int:
     return int(parse_moment(text).timestamp() * 1000)
-
-
-def _text(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _labels(labels: dict[str, str]) -> str:

@@ -17,13 +17,13 @@ from pathlib import Path
 import orjson
 import polars as pl
 
+from kpistream.core.durations import rfc3339
 from kpistream.core.engine import Engine, IngestResult, Step
 from kpistream.core.expr import FieldType
 from kpistream.core.notify.model import AlertEvent
 from kpistream.core.ruleset import RuleSet
 from kpistream.core.values import ClosedWindow, format_value
 from kpistream.errors import EventError
-from kpistream.shell.timefmt import rfc3339
 
 __all__ = ["BacktestReport", "EventFile", "parse_event_spec", "replay", "run_backtest"]
 
@@ -181,7 +181,8 @@ def write_kpis(path: Path, rules: RuleSet, windows: list[ClosedWindow]) -> None:
     for w in windows:
         names = rules.kpis[w.kpi].labels
         for key, value in w.values.items():
-            rows.append((w.end_ms, w.kpi, _labels(names, key), w.start_ms, value))
+            labels = labels_json(dict(zip(names, key, strict=True)))
+            rows.append((w.end_ms, w.kpi, labels, w.start_ms, value))
     rows.sort(key=lambda r: r[:3])
     with path.open("w", newline="", encoding="utf-8") as f:
         out = csv.writer(f, lineterminator="\n")
@@ -192,7 +193,7 @@ def write_kpis(path: Path, rules: RuleSet, windows: list[ClosedWindow]) -> None:
 
 def write_alerts(path: Path, rules: RuleSet, transitions: list[AlertEvent]) -> None:
     """``alert,kpi,labels,state,at,value,severity``, one row per state change, in time order."""
-    rows = sorted(((t.at_ms, t.alert, _json(dict(t.labels)), t) for t in transitions),
+    rows = sorted(((t.at_ms, t.alert, labels_json(dict(t.labels)), t) for t in transitions),
                   key=lambda r: r[:3])
     with path.open("w", newline="", encoding="utf-8") as f:
         out = csv.writer(f, lineterminator="\n")
@@ -202,14 +203,6 @@ def write_alerts(path: Path, rules: RuleSet, transitions: list[AlertEvent]) -> N
             out.writerow([alert, t.kpi, labels, t.state, rfc3339(at), value, t.severity])
 
 
-def _labels(names: tuple[str, ...], key: tuple[str, ...]) -> str:
-    return _json(dict(zip(names, key, strict=True)))
-
-
 def labels_json(labels: Mapping[str, str]) -> str:
     """Labels as the outputs print them: compact JSON with sorted keys."""
-    return _json(dict(labels))
-
-
-def _json(labels: dict[str, str]) -> str:
-    return orjson.dumps(labels, option=orjson.OPT_SORT_KEYS).decode()
+    return orjson.dumps(dict(labels), option=orjson.OPT_SORT_KEYS).decode()

@@ -298,7 +298,7 @@ def _silence_expire(args: argparse.Namespace) -> int:
 
 
 def _silence_list(args: argparse.Namespace) -> int:
-    from kpistream.shell.timefmt import rfc3339
+    from kpistream.core.durations import rfc3339
 
     now = int(time.time() * 1000)
     silences = asyncio.run(_silence_log(args).read()).values()

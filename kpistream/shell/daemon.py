@@ -19,6 +19,7 @@ from typing import TextIO
 import mode
 from prometheus_client import start_http_server
 
+from kpistream.core.durations import rfc3339
 from kpistream.core.engine import Step
 from kpistream.core.notify.model import AlertEvent
 from kpistream.core.ruleset import RuleSet
@@ -29,7 +30,6 @@ from kpistream.shell.broker import EmbeddedBroker, parse_bootstrap, wait_for_bro
 from kpistream.shell.exporter import Exporter
 from kpistream.shell.ingest import IngestService
 from kpistream.shell.reload import RulesWatcher
-from kpistream.shell.timefmt import rfc3339
 
 __all__ = ["BrokerService", "ConsoleAlerts", "MetricsService", "build_daemon", "run_worker"]
 

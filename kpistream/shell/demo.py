@@ -16,11 +16,11 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from kpistream.core.demo_events import DemoGenerator, Incident
+from kpistream.core.durations import rfc3339
 from kpistream.core.ruleset import RuleSet
 from kpistream.settings import Settings
 from kpistream.shell.broker import ensure_topics
 from kpistream.shell.daemon import BrokerService, Daemon, build_daemon
-from kpistream.shell.timefmt import rfc3339
 
 __all__ = ["DemoFeed", "build_demo"]
 

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+from kpistream.core.durations import rfc3339
 from kpistream.core.notify.model import AlertEvent
 from kpistream.core.ruleset import Alert, RuleSet
 from kpistream.core.values import ClosedWindow
 from kpistream.shell.backtest import BacktestReport, labels_json
 from kpistream.shell.delivery.chart import threshold_of
-from kpistream.shell.timefmt import rfc3339
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

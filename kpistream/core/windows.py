@@ -14,6 +14,7 @@ its end is at or before ``watermark - lateness``; its value per series merges it
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 
 from kpistream.core.aggregates import Aggregation
@@ -36,6 +37,8 @@ class KpiWindows:
         self.series_ttl_ms = series_ttl_ms
         #: pane start -> series -> aggregation state
         self.panes: dict[int, dict[SeriesKey, object]] = {}
+        #: the open panes' starts as a min-heap: closing drops the oldest without a scan
+        self._starts: list[int] = []
         #: series -> [first pane start, last pane start] seen
         self.series: dict[SeriesKey, list[int]] = {}
         #: end of the earliest window not closed yet (None before any event)
@@ -53,6 +56,7 @@ class KpiWindows:
             states = self.panes.get(pane)
             if states is None:
                 states = self.panes[pane] = {}
+                heapq.heappush(self._starts, pane)
                 if self.next_end is None or self.calendar.pane_end(pane) < self.next_end:
                     self.next_end = self.calendar.pane_end(pane)
             state = states.get(key)
@@ -83,6 +87,7 @@ class KpiWindows:
 
     def load(self, state: dict) -> None:
         self.panes, self.series = state["panes"], state["series"]
+        self._starts = sorted(self.panes)
         self.next_end, self.closed_through = state["next_end"], state["closed_through"]
 
     def last_end(self) -> int | None:
@@ -103,7 +108,7 @@ class KpiWindows:
             if value is not None:
                 values[key] = value
         active = frozenset(key for pane in panes for key in pane)
-        self._drop_panes_through(end)
+        self._drop_panes_through(start)
         return ClosedWindow(self.kpi, start, end, values, active)
 
     def _value(self, key: SeriesKey, panes: list[dict[SeriesKey, object]]) -> float | None:
@@ -122,14 +127,17 @@ class KpiWindows:
             pane = self.calendar.pane_end(pane)
         return starts
 
-    def _drop_panes_through(self, end: int) -> None:
-        for pane in [p for p in self.panes if self.calendar.window_end(p) <= end]:
-            del self.panes[pane]
+    def _drop_panes_through(self, start: int) -> None:
+        """Drop the panes no later window needs: those starting at or before ``start``, the
+        first pane of the window just closed (window ends grow with pane starts)."""
+        starts = self._starts
+        while starts and starts[0] <= start:
+            del self.panes[heapq.heappop(starts)]
 
     def _following_end(self, end: int) -> int | None:
         following = self.calendar.pane_end(end)
         if self.series:  # live series report every window, zeros included
             return following
         if self.panes:  # nothing live until the next data: skip the empty stretch
-            return max(following, self.calendar.pane_end(min(self.panes)))
+            return max(following, self.calendar.pane_end(self._starts[0]))
         return None

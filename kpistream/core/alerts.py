@@ -29,11 +29,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from kpistream.core.anomalies import judgement_env
+from kpistream.core.anomaly import Judgement
 from kpistream.core.baselines import KpiHistory
-from kpistream.core.conditions import ConditionColumns
-from kpistream.core.expr import ExprError
+from kpistream.core.conditions import ConditionColumns, holds
 from kpistream.core.join import WindowJoin
-from kpistream.core.notify.model import AlertEvent
+from kpistream.core.notify.model import AlertEvent, Band
 from kpistream.core.ruleset import Alert, RuleSet
 from kpistream.core.values import AlertState, ClosedWindow, SeriesKey
 
@@ -74,6 +75,8 @@ class AlertEvaluator:
         self.last_active: dict[SeriesKey, int] = {}
         self._active: dict[int, frozenset[SeriesKey]] = {}
         self.states: dict[tuple[str, SeriesKey], SeriesAlert] = {}
+        #: composite alerts: the judgements of the alert's KPI by window end, until joined
+        self._judgements: dict[int, Mapping[SeriesKey, Judgement]] = {}
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -82,20 +85,26 @@ class AlertEvaluator:
     def offer(self, window: ClosedWindow) -> None:
         """Buffer a window of the alert's KPIs (composite alerts)."""
         self.join.offer(window)
+        if window.kpi == self.rule.kpi and window.judgements is not None:
+            self._judgements[window.end_ms] = window.judgements
 
     def evaluate(self, closed_through: Mapping[str, int | None]) -> list[AlertEvent]:
         """Step every series with the joined windows all inputs have closed."""
         events: list[AlertEvent] = []
         for _, end, rows in self.join.ready(closed_through):
-            envs = {key: self.env(row.get(self.rule.kpi), key, end, row)
+            judgements = self._judgements.pop(end, {})
+            envs = {key: self.env(row.get(self.rule.kpi), key, end, row, judgements.get(key))
                     for key, row in rows.items()}
             events += self.step(end, envs, frozenset())
         return events
 
-    def env(self, value: float | None, key: SeriesKey, end: int, row: Env | None = None) -> Env:
+    def env(self, value: float | None, key: SeriesKey, end: int, row: Env | None = None,
+            judgement: Judgement | None = None) -> Env:
         """What a condition reads for one series at one window end."""
         env: Env = dict(row) if row else {}
         env.update(value=value, __history=self.history.of(key), __end=end)
+        if self.kpi.anomaly is not None:
+            env.update(judgement_env(judgement), __judgement=judgement)
         return env
 
     def step(self, end: int, envs: Mapping[SeriesKey, Env], active: frozenset[SeriesKey]
@@ -114,22 +123,24 @@ class AlertEvaluator:
             env = envs.get(key)
             if env is None:
                 env = self.env(None, key, end)
-            for severity, holds in self._verdicts(key, env, end):
-                if not holds and (severity, key) not in states:
+            for severity, ok in self._verdicts(key, env, end):
+                if not ok and (severity, key) not in states:
                     continue  # the common case: nothing to do
-                event = self._step(severity, key, holds, env, end)
+                event = self._step(severity, key, ok, env, end)
                 if event is not None:
                     events.append(event)
         return events
 
-    def step_verdicts(self, severity: str, end: int, values: Mapping[SeriesKey, float],
-                      keys: Sequence[SeriesKey], holds: Sequence[bool]) -> list[AlertEvent]:
+    def step_verdicts(self, severity: str, window: ClosedWindow, keys: Sequence[SeriesKey],
+                      verdicts: Sequence[bool]) -> list[AlertEvent]:
         """Advance one severity's states from verdicts computed for every series at once."""
         events: list[AlertEvent] = []
-        states = self.states
-        for key, ok in zip(keys, holds, strict=True):
+        states, end, values = self.states, window.end_ms, window.values
+        judgements = window.judgements or {}
+        for key, ok in zip(keys, verdicts, strict=True):
             if ok or (severity, key) in states:
-                event = self._step(severity, key, ok, self.env(values[key], key, end), end)
+                env = self.env(values[key], key, end, judgement=judgements.get(key))
+                event = self._step(severity, key, ok, env, end)
                 if event is not None:
                     events.append(event)
         gone = sorted(k for s, k in states if s == severity and k not in values)
@@ -164,18 +175,18 @@ class AlertEvaluator:
             return [(self.rule.severity, self._absent(key, end))]
         if env["value"] is None:
             return [(c.severity, False) for c in self.rule.conditions]
-        return [(c.severity, _holds(c.test, env)) for c in self.rule.conditions]
+        return [(c.severity, holds(c.test, env)) for c in self.rule.conditions]
 
     def _absent(self, key: SeriesKey, end: int) -> bool:
         last_active = self.last_active.get(key)
         return last_active is not None and end - last_active >= self.rule.absent_for_ms
 
-    def _step(self, severity: str, key: SeriesKey, holds: bool, env: dict, at_ms: int
+    def _step(self, severity: str, key: SeriesKey, ok: bool, env: dict, at_ms: int
               ) -> AlertEvent | None:
         state = self.states.get((severity, key))
         if state is not None and state.state is AlertState.FIRING:
-            return self._while_firing(severity, key, state, holds, env, at_ms)
-        if not holds:
+            return self._while_firing(severity, key, state, ok, env, at_ms)
+        if not ok:
             self.states.pop((severity, key), None)
             return None
         if state is None:
@@ -185,11 +196,11 @@ class AlertEvaluator:
             return self._event(severity, key, "firing", at_ms, env, state.since_ms)
         return None
 
-    def _while_firing(self, severity: str, key: SeriesKey, state: SeriesAlert, holds: bool,
+    def _while_firing(self, severity: str, key: SeriesKey, state: SeriesAlert, ok: bool,
                       env: dict, at_ms: int) -> AlertEvent | None:
         if self.rule.resolve is not None:
-            done = env["value"] is None or _holds(self.rule.resolve, env)
-        elif holds:
+            done = env["value"] is None or holds(self.rule.resolve, env)
+        elif ok:
             state.false_since_ms = None
             done = False
         else:  # as Prometheus: keep firing for keep_firing_for after the first false close
@@ -216,7 +227,8 @@ class AlertEvaluator:
             since_ms=kpi.calendar.window_start(since_ms),  # the first breaching window began
             value=value,
             condition=_condition_text(rule, severity), owner=rule.owner, kpi_title=kpi.title,
-            unit=kpi.unit, summary=rule.summary, notify=rule.notify, history=history)
+            unit=kpi.unit, summary=rule.summary, notify=rule.notify, history=history,
+            band=_band(env.get("__judgement")))
 
 
 class AlertGroup:
@@ -245,9 +257,9 @@ class AlertGroup:
         if self.slots:
             history = self.slots[0][0].history
             verdicts = self.columns.verdicts(keys, [window.values[k] for k in keys], history,
-                                             end)
-            for (evaluator, severity), holds in zip(self.slots, verdicts, strict=True):
-                events += evaluator.step_verdicts(severity, end, window.values, keys, holds)
+                                             end, window.judgements)
+            for (evaluator, severity), column in zip(self.slots, verdicts, strict=True):
+                events += evaluator.step_verdicts(severity, window, keys, column)
         if self.absence:
             envs = {key: self.absence[0].env(value, key, end)
                     for key, value in window.values.items()}
@@ -256,11 +268,11 @@ class AlertGroup:
         return events
 
 
-def _holds(test, env: dict) -> bool:
-    try:
-        return test(env) is True
-    except (ExprError, ArithmeticError, ValueError, TypeError):
-        return False
+def _band(judgement: Judgement | None) -> Band | None:
+    if judgement is None or judgement.expected is None:
+        return None
+    return Band(judgement.expected, judgement.lower, judgement.upper, judgement.score,
+                judgement.model)
 
 
 def _condition_text(rule: Alert, severity: str) -> str:

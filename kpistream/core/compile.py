@@ -13,6 +13,7 @@ from graphlib import CycleError, TopologicalSorter
 
 from kpistream.core import expr as ex
 from kpistream.core.aggregates import AggError, parse_agg
+from kpistream.core.anomaly import AnomalyConfig
 from kpistream.core.calendar import calendar_for
 from kpistream.core.compile_alerts import (
     compile_alert,
@@ -21,6 +22,8 @@ from kpistream.core.compile_alerts import (
     unknown_reference,
 )
 from kpistream.core.documents import Located, RuleDocument, check_timezone, iter_items
+from kpistream.core.hints import did_you_mean
+from kpistream.core.known_events import CALENDARS, calendar_ranges
 from kpistream.core.ruleset import Kpi, RuleSet, Source, label_name
 from kpistream.errors import Problem
 
@@ -94,11 +97,39 @@ def _compile_kpi(item, sources, kpis, owners, fields, timezone, problems) -> Kpi
         by=tuple(spec.by), lateness_ms=spec.lateness, series_ttl_ms=spec.series_ttl,
         title=spec.title, unit=spec.unit, owner=spec.owner,
     )
+    if spec.anomaly is not None:
+        common.update(_anomaly(item, timezone, problems))
     if spec.expr is not None:
         kpi = _derived_kpi(item, kpis, common, problems)
     else:
         kpi = _source_kpi(item, sources, fields, common, problems)
     return kpi if len(problems) == errors_before else None
+
+
+def _anomaly(item, timezone: str, problems: list[Problem]) -> dict:
+    """``anomaly:`` as the Kpi fields ``anomaly`` (model options) and ``anomaly_exclude``."""
+    spec = item.spec.anomaly
+    seasonality = {"auto": None, "none": ()}.get(spec.seasonality, spec.seasonality)
+    config = AnomalyConfig(
+        sensitivity=spec.sensitivity, direction=spec.direction, warmup=spec.warmup,
+        seasonality=None if seasonality is None else tuple(seasonality), timezone=timezone,
+        window_ms=item.spec.hop or item.spec.window)
+    exclude: list[tuple[int, int]] = []
+    for i, entry in enumerate(spec.exclude):
+        where = (*item.loc, "anomaly", "exclude", i)
+        if isinstance(entry, str):
+            if entry in CALENDARS:
+                exclude += calendar_ranges(entry, timezone)
+            else:
+                problems.append(item.doc.at(where, f'unknown calendar "{entry}"; built-in '
+                                             f"calendars are {', '.join(sorted(CALENDARS))}"
+                                             f"{did_you_mean(entry, CALENDARS)}"))
+        elif entry.ends <= entry.starts:
+            problems.append(item.doc.at(where, "an excluded range must end after it starts"))
+        else:
+            exclude.append((int(entry.starts.timestamp() * 1000),
+                            int(entry.ends.timestamp() * 1000)))
+    return {"anomaly": config, "anomaly_exclude": tuple(sorted(exclude))}
 
 
 def _derived_kpi(item, kpis, common, problems) -> Kpi | None:

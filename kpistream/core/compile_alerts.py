@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 
 from kpistream.core import expr as ex
+from kpistream.core.anomalies import ANOMALY_NAMES
 from kpistream.core.baselines import BASELINES, lookback_ms
 from kpistream.core.documents import Located
+from kpistream.core.expr.syntax import walk
 from kpistream.core.hints import did_you_mean
 from kpistream.core.notify.model import Silence
 from kpistream.core.ruleset import Alert, Condition, Kpi, Owner
@@ -41,7 +43,7 @@ def compile_alert(item: Located, kpis: dict[str, Kpi], known_kpis: dict[str, Loc
     texts = _condition_texts(spec)
     others = {n: k for n, k in kpis.items() if n != kpi.name and set(k.by) == set(kpi.by)
               and (k.window_ms, k.hop_ms) == (kpi.window_ms, kpi.hop_ms)}
-    names = (*ALERT_NAMES, *others)
+    names = (*ALERT_NAMES, *(ANOMALY_NAMES if kpi.anomaly else ()), *others)
     conditions, inputs, lookback = [], set(), 0
     for loc, severity, text in texts:
         compiled = _condition(item, loc, text, names, kpi, problems)
@@ -85,6 +87,8 @@ def _condition_texts(spec) -> list[tuple[tuple, str, str]]:
 def _condition(item: Located, loc: tuple, text: str, names, kpi: Kpi, problems):
     try:
         tree = ex.parse(text)
+        if kpi.anomaly is None:
+            _check_no_anomaly_names(tree, kpi)
         test = ex.to_python(tree, allowed_names=names, functions=BASELINES)
         span = lookback_ms(tree, kpi.hop_ms or kpi.window_ms)
     except ex.ExprError as e:
@@ -93,6 +97,13 @@ def _condition(item: Located, loc: tuple, text: str, names, kpi: Kpi, problems):
                                                e.column))
         return None
     return test, ex.names(tree), span
+
+
+def _check_no_anomaly_names(tree: ex.Expr, kpi: Kpi) -> None:
+    for node in walk(tree):
+        if isinstance(node, ex.Name) and node.name in ANOMALY_NAMES:
+            raise ex.ExprError(f'{node.name} needs anomaly detection on KPI "{kpi.name}"; '
+                               "add `anomaly: {}` to it", node.column)
 
 
 def compile_owner(item: Located, timezone: str) -> Owner:

@@ -17,40 +17,78 @@ semantics as the scalar closures (null → the condition does not hold).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import polars as pl
 
 from kpistream.core import expr as ex
+from kpistream.core.anomalies import ANOMALY_NAMES, judgement_env
 from kpistream.core.baselines import BASELINES, KpiHistory
 
-__all__ = ["ConditionColumns"]
+__all__ = ["ConditionColumns", "holds"]
 
 _FROM_HISTORY = ("prev", "ago", "avg_over")
+#: Up to this many series, conditions run as scalar closures: building a polars frame costs
+#: more than it saves (a backtest of one series closes a window per event).
+SCALAR_MAX_SERIES = 16
+
+
+def holds(test, env: Mapping[str, object]) -> bool:
+    """Whether a compiled condition is true for ``env``; an error or null means it is not."""
+    try:
+        return test(env) is True
+    except (ex.ExprError, ArithmeticError, ValueError, TypeError):
+        return False
 
 
 class ConditionColumns:
     """Compiled conditions over ``value`` and baselines of one KPI."""
 
-    def __init__(self, texts: Sequence[str]) -> None:
+    def __init__(self, texts: Sequence[str], *,
+                 scalar_max_series: int = SCALAR_MAX_SERIES) -> None:
+        self.scalar_max_series = scalar_max_series
         self.baselines: dict[tuple[str, float], str] = {}
         self.exprs = [ex.to_polars(self._rewrite(ex.parse(t)), pl.col).fill_null(False)
                       .alias(f"c{i}") for i, t in enumerate(texts)]
+        self.tests = [ex.to_python(ex.parse(t), functions=BASELINES) for t in texts]
 
     def verdicts(self, keys: Sequence[tuple[str, ...]], values: Sequence[float],
-                 history: KpiHistory, end_ms: int) -> list[list[bool]]:
-        """Per condition, whether it holds for each series (in ``keys`` order)."""
+                 history: KpiHistory, end_ms: int, judgements: Mapping | None = None
+                 ) -> list[list[bool]]:
+        """Per condition, whether it holds for each series (in ``keys`` order).
+
+        ``judgements`` (KPIs with ``anomaly:``) gives each series' band: ``expected``,
+        ``lower``, ``upper``, ``anomaly_score`` and ``is_anomaly`` become columns.
+        """
         if not self.exprs:
             return []
+        if len(keys) <= self.scalar_max_series:
+            return self._scalar_verdicts(keys, values, history, end_ms, judgements)
         columns: dict[str, list] = {"value": list(values)}
         for (name, arg), column in self.baselines.items():
             fn = BASELINES[name][0]
             columns[column] = [fn({"__history": history.of(k), "__end": end_ms}, arg)
                                for k in keys]
-        frame = pl.DataFrame(columns, schema=dict.fromkeys(columns, pl.Float64))
+        schema = dict.fromkeys(columns, pl.Float64)
+        if judgements is not None:
+            envs = [judgement_env(judgements.get(k)) for k in keys]
+            for name in ANOMALY_NAMES:
+                columns[name] = [env[name] for env in envs]
+                schema[name] = pl.Boolean if name == "is_anomaly" else pl.Float64
+        frame = pl.DataFrame(columns, schema=schema)
         result = frame.with_columns(self.exprs)  # broadcasts conditions that read no column
         return [result.get_column(f"c{i}").to_list() for i in range(len(self.exprs))]
+
+    def _scalar_verdicts(self, keys, values, history: KpiHistory, end_ms: int,
+                         judgements: Mapping | None) -> list[list[bool]]:
+        envs = []
+        for key, value in zip(keys, values, strict=True):
+            env = {"value": value, "__history": history.of(key), "__end": end_ms}
+            if judgements is not None:
+                env.update(judgement_env(judgements.get(key)))
+            envs.append(env)
+        return [[holds(test, env) for env in envs] for test in self.tests]
 
     def _rewrite(self, node: ex.Expr) -> ex.Expr:
         """Baseline calls become columns; ``pct_change(x)`` becomes ``(value - x) / abs(x) *

@@ -26,17 +26,18 @@ IngestResult(ok=2, invalid=0, late=0, filtered=0, rejected=[])
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 
 from kpistream.core.alerts import CHART_POINTS, AlertEvaluator, AlertGroup
+from kpistream.core.anomalies import EIGHT_DAYS_MS, KpiAnomalies
 from kpistream.core.baselines import KpiHistory
 from kpistream.core.decode import Decoder, field_column
 from kpistream.core.derived import DerivedWindows
 from kpistream.core.notify.model import AlertEvent
 from kpistream.core.ruleset import Kpi, RuleSet, Source
-from kpistream.core.values import ClosedWindow
+from kpistream.core.values import ClosedWindow, SeriesKey
 from kpistream.core.watermarks import Watermarks
 from kpistream.core.windows import KpiWindows
 
@@ -166,6 +167,10 @@ class Engine:
         self.windows = {k: w for r in self.sources.values() for k, w in r.windows.items()}
         self.derived = {k.name: _derived(k, rules) for k in rules.kpis.values() if k.derived}
         self.histories = _histories(rules)
+        self.anomalies = {
+            k.name: KpiAnomalies(k.anomaly, k.anomaly_exclude,
+                                 max(k.series_ttl_ms, EIGHT_DAYS_MS))
+            for k in rules.kpis.values() if k.anomaly is not None}
         self.alerts = [AlertEvaluator(rule, rules, self.histories[rule.kpi])
                        for rule in rules.alerts]
         by_kpi: dict[str, list[AlertEvaluator]] = {}
@@ -238,6 +243,8 @@ class Engine:
             "alerts": {e.rule.name: (e.rule.signature, e.state()) for e in self.alerts},
             "histories": {k: (self.rules.kpis[k].signature, h.state())
                           for k, h in self.histories.items()},
+            "anomalies": {k: (self.rules.kpis[k].anomaly_signature, a.state())
+                          for k, a in self.anomalies.items()},
         }
 
     def restore(self, snapshot: dict) -> None:
@@ -263,7 +270,15 @@ class Engine:
         for name, (signature, state) in snapshot["histories"].items():
             if name in self.histories and self.rules.kpis[name].signature == signature:
                 self.histories[name].load(state)
+        for name, (signature, state) in snapshot.get("anomalies", {}).items():
+            if name in self.anomalies and self.rules.kpis[name].anomaly_signature == signature:
+                self.anomalies[name].load(state)
 
+    def accept(self, kpi: str, key: SeriesKey, end_ms: int, value: float) -> bool:
+        """Feedback: ``kpi``'s value for series ``key`` at ``end_ms`` was no anomaly; its
+        model learns it as normal. False when the KPI or series has no model."""
+        models = self.anomalies.get(kpi)
+        return models is not None and models.accept(key, end_ms, value)
     def closed_through(self, kpi: str) -> int | None:
         state = self.windows.get(kpi) or self.derived.get(kpi)
         return state.closed_through if state else None
@@ -275,7 +290,8 @@ class Engine:
                     derived.offer(window)
             limits = {i: self.closed_through(i) for i in derived.inputs}
             step.windows.extend(derived.close(limits))
-        for window in sorted(step.windows, key=lambda w: w.end_ms):
+        step.windows = [self._judged(w) for w in sorted(step.windows, key=lambda w: w.end_ms)]
+        for window in step.windows:
             group = self.alert_groups.get(window.kpi)
             if group is not None:
                 step.transitions.extend(group.step(window))
@@ -289,6 +305,10 @@ class Engine:
             step.transitions.extend(evaluator.evaluate(limits))
         step.transitions.sort(key=lambda e: e.at_ms)
         return step
+
+    def _judged(self, window: ClosedWindow) -> ClosedWindow:
+        models = self.anomalies.get(window.kpi)
+        return window if models is None else replace(window, judgements=models.judge(window))
 
 
 def _histories(rules: RuleSet) -> dict[str, KpiHistory]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from kpistream.core.aggregates import Aggregation
+from kpistream.core.anomaly import AnomalyConfig
 from kpistream.core.calendar import Calendar
 from kpistream.core.expr import FieldType
 from kpistream.core.notify.model import Silence
@@ -67,6 +68,9 @@ class Kpi:
     formula: Formula | None = None
     inputs: tuple[str, ...] = ()
     definition: str = ""
+    #: online anomaly detection (``anomaly:``), and the ranges its models skip
+    anomaly: AnomalyConfig | None = None
+    anomaly_exclude: tuple[tuple[int, int], ...] = ()
 
     @functools.cached_property
     def labels(self) -> tuple[str, ...]:
@@ -77,6 +81,11 @@ class Kpi:
         """A hash of what the KPI's state depends on: a change starts its state afresh."""
         return _digest(self.source, self.definition, self.window_ms, self.hop_ms, self.by,
                        self.lateness_ms, self.series_ttl_ms, self.inputs)
+
+    @property
+    def anomaly_signature(self) -> str:
+        """A hash of what the KPI's anomaly models depend on: a change starts fresh models."""
+        return _digest(self.signature, self.anomaly)
 
     @property
     def derived(self) -> bool:

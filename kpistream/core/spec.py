@@ -15,8 +15,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from kpistream.core.durations import parse_duration_ms, parse_moment
 
-__all__ = ["AlertSpec", "KpiSpec", "LevelSpec", "OwnerSpec", "RuleFileSpec", "SilenceSpec",
-           "SourceSpec"]
+__all__ = ["AlertSpec", "AnomalySpec", "ExcludeSpec", "KpiSpec", "LevelSpec", "OwnerSpec",
+           "RuleFileSpec", "SilenceSpec", "SourceSpec"]
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 OWNER_PATTERN = r"^[a-z][a-z0-9_.-]*$"
@@ -68,6 +68,28 @@ class SourceSpec(_Spec):
     description: str | None = None
 
 
+class ExcludeSpec(_Spec):
+    """A time range an anomaly model neither learns from nor alerts in (a known event)."""
+
+    starts: Moment
+    ends: Moment
+    comment: str | None = None
+
+
+class AnomalySpec(_Spec):
+    """Online anomaly detection for every series of a KPI: a learned band per window.
+
+    ``exclude`` lists time ranges or the names of built-in calendars (``cn_holidays``,
+    ``cn_shopping_festivals``) whose windows are neither learned from nor flagged.
+    """
+
+    sensitivity: Literal["low", "medium", "high"] = "medium"
+    direction: Literal["up", "down", "both"] = "both"
+    warmup: int | None = Field(default=None, ge=1, le=100_000)
+    seasonality: Literal["auto", "none"] | list[DurationMs] = "auto"
+    exclude: list[ExcludeSpec | str] = Field(default_factory=list)
+
+
 class KpiSpec(_Spec):
     """A windowed aggregate over a source (``agg``) or a formula over other KPIs (``expr``)."""
 
@@ -85,6 +107,7 @@ class KpiSpec(_Spec):
     series_ttl: DurationMs = 3_600_000
     unit: str | None = None
     owner: str | None = None
+    anomaly: AnomalySpec | None = None
 
 
 class LevelSpec(_Spec):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kpistream.core.anomaly import Judgement
 
 __all__ = ["AlertState", "ClosedWindow", "SeriesKey", "format_value"]
 
@@ -22,6 +27,8 @@ class ClosedWindow:
     values: dict[SeriesKey, float]
     #: series that had events in the window (absence alerts read it)
     active: frozenset[SeriesKey] = frozenset()
+    #: KPIs with ``anomaly:``: each series' judgement against its learned band
+    judgements: Mapping[SeriesKey, Judgement] | None = None
 
 
 class AlertState(Enum):

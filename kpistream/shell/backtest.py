@@ -1,7 +1,8 @@
 """``kpistream backtest``: replay event files through the same engine as ``run``.
 
 Writes ``kpis.csv`` (one row per closed window per series), ``alerts.csv`` (one row per alert
-state change) and, when any event was invalid, ``rejected.jsonl`` (each rejected event with
+state change), ``bands.csv`` when a KPI has ``anomaly:`` (each window's learned band and
+verdict) and, when any event was invalid, ``rejected.jsonl`` (each rejected event with
 its file, line and reason), so nothing is silently lost. The CLI adds ``index.html`` and the
 stdout summary (``kpistream.shell.report``); ``replay`` alone runs ``--compare``'s old rules.
 """
@@ -72,6 +73,11 @@ def run_backtest(rules: RuleSet, files: list[EventFile], out_dir: Path) -> Backt
     out_dir.mkdir(parents=True, exist_ok=True)
     write_kpis(out_dir / "kpis.csv", rules, report.windows)
     write_alerts(out_dir / "alerts.csv", rules, report.transitions)
+    bands_path = out_dir / "bands.csv"
+    if any(k.anomaly is not None for k in rules.kpis.values()):
+        write_bands(bands_path, rules, report.windows)
+    elif bands_path.exists():
+        bands_path.unlink()
     rejected_path = out_dir / "rejected.jsonl"
     if report.rejected:
         rejected_path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in report.rejected))
@@ -189,6 +195,26 @@ def write_kpis(path: Path, rules: RuleSet, windows: list[ClosedWindow]) -> None:
         out.writerow(["kpi", "window_start", "window_end", "labels", "value"])
         for end, kpi, labels, start, value in rows:
             out.writerow([kpi, rfc3339(start), rfc3339(end), labels, format_value(value)])
+
+
+def write_bands(path: Path, rules: RuleSet, windows: list[ClosedWindow]) -> None:
+    """``kpi,window_end,labels,value,expected,lower,upper,anomaly_score,is_anomaly,model`` for
+    the KPIs with ``anomaly:``, ordered as ``kpis.csv``; empty cells while a model warms up."""
+    rows = []
+    for w in windows:
+        names = rules.kpis[w.kpi].labels
+        for key, j in (w.judgements or {}).items():
+            labels = labels_json(dict(zip(names, key, strict=True)))
+            band = ["" if x is None else format_value(x) for x in (j.expected, j.lower, j.upper)]
+            rows.append((w.end_ms, w.kpi, labels, format_value(w.values[key]), *band,
+                         format_value(round(j.score, 6)), str(j.is_anomaly).lower(), j.model))
+    rows.sort(key=lambda r: r[:3])
+    with path.open("w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(["kpi", "window_end", "labels", "value", "expected", "lower", "upper",
+                      "anomaly_score", "is_anomaly", "model"])
+        for end, kpi, labels, *rest in rows:
+            out.writerow([kpi, rfc3339(end), labels, *rest])
 
 
 def write_alerts(path: Path, rules: RuleSet, transitions: list[AlertEvent]) -> None:

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from kpistream.core.anomaly import Judgement
 from kpistream.core.engine import IngestResult, Step
 from kpistream.core.ruleset import RuleSet
 from kpistream.core.values import SeriesKey
@@ -21,6 +22,15 @@ from kpistream.core.values import SeriesKey
 __all__ = ["Exporter"]
 
 STATUSES = ("ok", "invalid", "late", "filtered")
+#: The anomaly model's view of each series' latest window: metric name -> (help, attribute).
+BAND_METRICS = {
+    "kpistream_kpi_expected": ("Value the KPI's anomaly model expected for the latest window.",
+                               "expected"),
+    "kpistream_kpi_lower": ("Lower edge of the learned normal band.", "lower"),
+    "kpistream_kpi_upper": ("Upper edge of the learned normal band.", "upper"),
+    "kpistream_kpi_anomaly_score": ("How abnormal the latest window is, 0 (normal) to 1.",
+                                    "score"),
+}
 
 
 class _Snapshot(Collector):
@@ -28,7 +38,9 @@ class _Snapshot(Collector):
 
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
-        self.values: dict[str, dict[SeriesKey, tuple[float, int]]] = {k: {} for k in rules.kpis}
+        #: kpi -> series -> (value, window end, the anomaly model's judgement or None)
+        self.values: dict[str, dict[SeriesKey, tuple[float, int, Judgement | None]]] = {
+            k: {} for k in rules.kpis}
         #: (alert, severity, series) -> 1 firing, 0 resolved
         self.firing: dict[tuple[str, str, SeriesKey], int] = {}
 
@@ -37,15 +49,19 @@ class _Snapshot(Collector):
                                   "Value of the KPI's most recently closed window.")
         end = GaugeMetricFamily("kpistream_kpi_window_end_timestamp_seconds",
                                 "End time of the window behind kpistream_kpi_value.")
+        bands = {name: GaugeMetricFamily(name, text) for name, (text, _) in BAND_METRICS.items()}
         for name, series in self.values.items():
             labels = self.rules.kpis[name].labels
-            for key, (v, end_ms) in list(series.items()):
+            for key, (v, end_ms, judgement) in list(series.items()):
                 sample_labels = {"kpi": name, **dict(zip(labels, key, strict=True))}
                 value.add_sample("kpistream_kpi_value", sample_labels, v)
                 end.add_sample("kpistream_kpi_window_end_timestamp_seconds", sample_labels,
                                end_ms / 1000)
+                if judgement is not None:
+                    _add_band(bands, sample_labels, judgement)
         yield value
         yield end
+        yield from bands.values()
         yield self._alerts()
 
     def _alerts(self) -> Metric:
@@ -62,6 +78,15 @@ class _Snapshot(Collector):
                         "alert": rule.name, "kpi": rule.kpi, "severity": severity,
                         **dict(zip(labels, key, strict=True))}, state)
         return family
+
+
+def _add_band(families: dict[str, GaugeMetricFamily], labels: dict[str, str],
+              judgement: Judgement) -> None:
+    """One series' band samples; none but the score while its model warms up."""
+    for name, (_, attribute) in BAND_METRICS.items():
+        x = getattr(judgement, attribute)
+        if x is not None:
+            families[name].add_sample(name, labels, x)
 
 
 class _NotifierCollector(Collector):
@@ -150,8 +175,9 @@ class Exporter:
         values = self.snapshot.values
         for window in step.windows:
             series = values.setdefault(window.kpi, {})
+            judgements = window.judgements or {}
             for key, v in window.values.items():
-                series[key] = (v, window.end_ms)
+                series[key] = (v, window.end_ms, judgements.get(key))
             self.windows_closed.labels(window.kpi).inc()
             self._expire(window.kpi, window.end_ms)
         for t in step.transitions:
@@ -162,6 +188,6 @@ class Exporter:
     def _expire(self, kpi: str, latest_end_ms: int) -> None:
         ttl = self.snapshot.rules.kpis[kpi].series_ttl_ms
         series = self.snapshot.values[kpi]
-        for key in [k for k, (_, end) in series.items() if end < latest_end_ms - ttl]:
+        for key in [k for k, (_, end, _) in series.items() if end < latest_end_ms - ttl]:
             del series[key]
         self.series.labels(kpi).set(len(series))

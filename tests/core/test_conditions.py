@@ -40,7 +40,7 @@ def test_vectorised_verdicts_equal_scalar_ones(texts, series):
             if value is not None:
                 history.of(key).values[END - back * HOP] = value
     values = [now for _, now in series]
-    got = ConditionColumns(texts).verdicts(keys, values, history, END)
+    got = ConditionColumns(texts, scalar_max_series=0).verdicts(keys, values, history, END)
     for text, verdicts in zip(texts, got, strict=True):
         test = ex.to_python(ex.parse(text), allowed_names=["value"], functions=BASELINES)
         for key, value, verdict in zip(keys, values, verdicts, strict=True):

@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "AlertEvent",
+    "Band",
     "Notification",
     "OwnerPolicy",
     "Silence",
@@ -29,6 +30,17 @@ def fingerprint(alert: str, labels: tuple[tuple[str, str], ...]) -> str:
     """
     text = alert + "\0" + "\0".join(f"{k}={v}" for k, v in labels)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """What an anomaly model expected of the window that changed the alert, for messages."""
+
+    expected: float
+    lower: float | None
+    upper: float | None
+    score: float
+    model: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +63,8 @@ class AlertEvent:
     notify: bool = True  # False: shadow mode, evaluated and exported but never sent
     #: recent (window_end_ms, value) points of the series, oldest first, for charts
     history: tuple[tuple[int, float], ...] = ()
+    #: KPIs with ``anomaly:``: the learned band of the window at at_ms
+    band: Band | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -124,4 +138,6 @@ def event_from_json(data: dict[str, Any]) -> AlertEvent:
     values = {k: v for k, v in data.items() if k in known}
     values["labels"] = tuple((str(k), str(v)) for k, v in values.get("labels", ()))
     values["history"] = tuple((int(t), float(v)) for t, v in values.get("history", ()))
+    if values.get("band") is not None:
+        values["band"] = Band(**values["band"])
     return AlertEvent(**values)

@@ -35,6 +35,7 @@ _WORDS = {
         "labels": "标签", "value": "当前值", "recovered": "恢复值", "condition": "条件",
         "since": "开始于", "lasted": "持续", "sep": "，", "owner": "负责人", "summary": "摘要",
         "link": "查看 Grafana 面板", "no_data": "无数据",
+        "expected": "预期", "band": "正常范围", "score": "异常分数", "model": "模型",
         "count_firing": "{} 条告警", "count_resolved": "{} 条恢复", "count_repeat": "{} 条仍在告警",
     },
     "en": {
@@ -43,6 +44,8 @@ _WORDS = {
         "labels": "Labels", "value": "Value", "recovered": "Recovered at", "condition": "condition",
         "since": "Since", "lasted": "for", "sep": ", ", "owner": "Owner", "summary": "Summary",
         "link": "Open in Grafana", "no_data": "no data",
+        "expected": "Expected", "band": "normal range", "score": "anomaly score",
+        "model": "model",
         "count_firing": "{} firing", "count_resolved": "{} resolved",
         "count_repeat": "{} still firing",
     },
@@ -115,6 +118,8 @@ def _block(e: AlertEvent, n: Notification, words: dict[str, str], grafana_url: s
     label = words["recovered"] if e.state == "resolved" else words["value"]
     fields.append((label, f"{e.kpi_title or e.kpi} = {shown} "
                           f"({words['condition']}: {e.condition})"))
+    if e.band is not None:
+        fields.append((words["expected"], _band_text(e, words)))
     since = f"{_local_time(e.since_ms, n.timezone)}{words['sep']}{words['lasted']} " \
             f"{format_duration(end_ms - e.since_ms, lang)}"
     fields.append((words["since"], since))
@@ -128,6 +133,15 @@ def _block(e: AlertEvent, n: Notification, words: dict[str, str], grafana_url: s
         lines.append(f"{words['link']}: {link}")
         md.append(f"- [{words['link']}]({link})")
     return lines, "\n".join(md)
+
+
+def _band_text(e: AlertEvent, words: dict[str, str]) -> str:
+    """The anomaly model's view, e.g. ``1200 (normal range 1000 – 1400), anomaly score 0.98,
+    model seasonal``."""
+    band = e.band
+    edges = " – ".join("…" if x is None else format_value(x) for x in (band.lower, band.upper))
+    return (f"{format_value(band.expected)} ({words['band']} {edges}){words['sep']}"
+            f"{words['score']} {band.score:.2f}{words['sep']}{words['model']} {band.model}")
 
 
 def format_value(value: float) -> str:

@@ -1,0 +1,64 @@
+"""Compare anomaly detector designs on the NAB dev set; prints one row per design.
+
+    .venv/bin/python bench/anomaly_compare.py            # every design (about a minute)
+    .venv/bin/python bench/anomaly_compare.py holt-winters-residual
+
+Designs are in ``bench/anomaly_designs.py``; the last row is the production default.
+Scoring is ``bench/anomaly_nab.py`` (the pipeline's windows, firing transitions, NAB
+standard profile).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import anomaly_nab
+from anomaly_designs import DESIGNS
+
+#: published NAB scoreboard figures (all 58 files, corpus-tuned threshold), for context
+PUBLISHED = "NAB published (full corpus): windowed Gaussian 40, RCF 52, HTM 70, CAD-OSE 70"
+
+
+def compare(names: list[str]) -> list[tuple[str, dict, float]]:
+    """Score each named design; returns (name, groups, seconds) rows."""
+    all_series = anomaly_nab.load_series()
+    rows = []
+    for name in names:
+        started = time.perf_counter()
+        result = anomaly_nab.score(all_series, DESIGNS[name])
+        rows.append((name, result["groups"], time.perf_counter() - started))
+    return rows
+
+
+def format_rows(rows: list[tuple[str, dict, float]]) -> str:
+    """Fixed-width table: total and per-category scores, recall, false alerts, time."""
+    categories = [c for c in rows[0][1] if c != "TOTAL"]
+    short = [c.removeprefix("real")[:9] for c in categories]
+    width = max(len(name) for name, _, _ in rows)
+    lines = [f"{'design':{width}} {'TOTAL':>6} " + " ".join(f"{c:>9}" for c in short)
+             + f" {'recall':>6} {'FP':>5} {'sec':>5}"]
+    for name, groups, seconds in rows:
+        total = groups["TOTAL"]
+        lines.append(f"{name:{width}} {total.score:6.1f} "
+                     + " ".join(f"{groups[c].score:9.1f}" for c in categories)
+                     + f" {total.recall:6.2f} {total.false_positives:5d} {seconds:5.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(DESIGNS)
+    unknown = [n for n in names if n not in DESIGNS]
+    if unknown:
+        print(f"unknown design(s) {unknown}; known: {list(DESIGNS)}", file=sys.stderr)
+        return 2
+    print(format_rows(compare(names)))
+    print(PUBLISHED)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

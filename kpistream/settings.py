@@ -44,4 +44,5 @@ class Settings(BaseSettings):
     checkpoint_topic: str = "kpistream-checkpoints"
     delivery_log_topic: str = "kpistream-delivered"
     silences_topic: str = "kpistream-silences"
+    feedback_topic: str = "kpistream-feedback"
     grafana_url: str | None = None

@@ -35,9 +35,9 @@ from kpistream.core.anomalies import EIGHT_DAYS_MS, KpiAnomalies
 from kpistream.core.baselines import KpiHistory
 from kpistream.core.decode import Decoder, field_column
 from kpistream.core.derived import DerivedWindows
-from kpistream.core.notify.model import AlertEvent
+from kpistream.core.notify.model import AlertEvent, fingerprint, parse_alert_id
 from kpistream.core.ruleset import Kpi, RuleSet, Source
-from kpistream.core.values import ClosedWindow, SeriesKey
+from kpistream.core.values import ClosedWindow
 from kpistream.core.watermarks import Watermarks
 from kpistream.core.windows import KpiWindows
 
@@ -274,11 +274,22 @@ class Engine:
             if name in self.anomalies and self.rules.kpis[name].anomaly_signature == signature:
                 self.anomalies[name].load(state)
 
-    def accept(self, kpi: str, key: SeriesKey, end_ms: int, value: float) -> bool:
-        """Feedback: ``kpi``'s value for series ``key`` at ``end_ms`` was no anomaly; its
-        model learns it as normal. False when the KPI or series has no model."""
-        models = self.anomalies.get(kpi)
-        return models is not None and models.accept(key, end_ms, value)
+    def feedback(self, alert_id: str) -> str:
+        """Feedback "not an anomaly" on an alert (its id as :func:`alert_id` made it): the
+        series' model learns the flagged window's value as normal.
+
+        Returns ``accepted``, ``already`` or ``unknown`` (see :meth:`KpiAnomalies.accept`).
+        """
+        name, fp, end_ms = parse_alert_id(alert_id)
+        rule = next((a for a in self.rules.alerts if a.name == name), None)
+        models = None if rule is None else self.anomalies.get(rule.kpi)
+        if models is None:
+            return "unknown"
+        labels = self.rules.kpis[rule.kpi].labels
+        for key in models.flagged_series():
+            if fingerprint(name, tuple(sorted(zip(labels, key, strict=True)))) == fp:
+                return models.accept(key, end_ms)
+        return "unknown"
     def closed_through(self, kpi: str) -> int | None:
         state = self.windows.get(kpi) or self.derived.get(kpi)
         return state.closed_through if state else None

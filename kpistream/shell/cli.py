@@ -1,4 +1,5 @@
-"""The ``kpistream`` command line: run, demo, check, test, schema, backtest, produce, silence.
+"""The ``kpistream`` command line: run, demo, check, test, schema, backtest, produce, silence,
+feedback.
 
 Exit codes: 0 success, 1 invalid input (rules, events, arguments) with a clear message,
 2 usage error. A user error never prints a Python traceback.
@@ -115,6 +116,17 @@ def _parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=_silence_list)
     for action in (add, expire, listing):
         action.add_argument("--broker", help="kafka://HOST:PORT (KPISTREAM_BROKER)")
+
+    feedback = sub.add_parser("feedback", help="tell an anomaly model that an alert was wrong")
+    feedback.add_argument("--alert", required=True, metavar="ID",
+                          help="the id in the alert message, ALERT:FINGERPRINT:SECONDS")
+    feedback.add_argument("--not-anomaly", action="store_true", required=True,
+                          help="the flagged value was normal: the series' model learns it "
+                               "and widens its band a little")
+    feedback.add_argument("--comment", default="", help="why (kept in the feedback topic)")
+    feedback.add_argument("--by", default="", help="who")
+    feedback.add_argument("--broker", help="kafka://HOST:PORT (KPISTREAM_BROKER)")
+    feedback.set_defaults(handler=_feedback)
 
     produce = sub.add_parser("produce", help="send JSONL events to a topic")
     produce.add_argument("--broker", required=True)
@@ -262,15 +274,33 @@ def _produce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _silence_log(args: argparse.Namespace):
+def _daemon_broker(args: argparse.Namespace) -> tuple[str, Settings]:
+    """The running daemon's broker (bootstrap address) and settings, for commands that
+    write to its topics."""
     from kpistream.shell.broker import parse_bootstrap
-    from kpistream.shell.silences import SilenceLog
 
     settings = Settings(**({"broker": args.broker} if args.broker else {}))
     if not settings.broker:
         raise UsageError("name the daemon's broker: --broker kafka://HOST:PORT or "
                          "KPISTREAM_BROKER")
-    return SilenceLog(parse_bootstrap(settings.broker), settings.silences_topic)
+    return parse_bootstrap(settings.broker), settings
+
+
+def _silence_log(args: argparse.Namespace):
+    from kpistream.shell.silences import SilenceLog
+
+    bootstrap, settings = _daemon_broker(args)
+    return SilenceLog(bootstrap, settings.silences_topic)
+
+
+def _feedback(args: argparse.Namespace) -> int:
+    from kpistream.shell.feedback import FeedbackLog
+
+    bootstrap, settings = _daemon_broker(args)
+    log = FeedbackLog(bootstrap, settings.feedback_topic)
+    asyncio.run(log.send(args.alert, comment=args.comment, by=args.by))
+    print(f"feedback on {args.alert} sent: its model learns that value as normal")
+    return 0
 
 
 def _silence_add(args: argparse.Namespace) -> int:

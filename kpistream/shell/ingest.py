@@ -24,6 +24,7 @@ from kpistream.settings import Settings
 from kpistream.shell.broker import ensure_topics
 from kpistream.shell.checkpoint import CheckpointStore
 from kpistream.shell.exporter import Exporter
+from kpistream.shell.feedback import FeedbackLog
 
 __all__ = ["IngestService", "StatefulPart", "StepSink"]
 
@@ -79,6 +80,7 @@ class IngestService(mode.Service):
         bootstrap = self._bootstrap()
         await ensure_topics(bootstrap, {s.topic: s.partitions for s in self.rules.sources.values()})
         await self._restore(bootstrap)
+        await self._follow_feedback(bootstrap)
         self.consumer = _consumer(bootstrap, self.settings)
         self.consumer.subscribe(list(self.topics), listener=_Rebalance(self._on_assigned))
         try:
@@ -131,6 +133,25 @@ class IngestService(mode.Service):
         self._restored = dict(found.offsets)
         self.offsets = dict(found.offsets)
         log.info("restored checkpoint %s covering %d partition(s)", found.id, len(found.offsets))
+
+    async def _follow_feedback(self, bootstrap: str) -> None:
+        """Apply all anomaly feedback given so far, then follow the topic."""
+        feedback = FeedbackLog(bootstrap, self.settings.feedback_topic)
+        alert_ids, offset = await feedback.read_all()
+        for alert_id in alert_ids:
+            self._on_feedback(alert_id)
+        self.add_future(feedback.follow(offset, self._on_feedback))
+
+    def _on_feedback(self, alert_id: str) -> None:
+        try:
+            result = self.engine.feedback(alert_id)
+        except ValueError as e:
+            log.warning("feedback ignored: %s", e)
+            return
+        if result == "accepted":
+            log.info("feedback on %s: the model learnt that window as normal", alert_id)
+        else:
+            log.debug("feedback on %s: %s here", alert_id, result)
 
     async def checkpoint(self) -> None:
         """Write the state and the offsets it covers as one checkpoint, then commit them."""

@@ -8,17 +8,14 @@ effect within a poll and survives restarts. Silences kept in git live in rule fi
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Iterable
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from kpistream.core.notify.model import Silence
 from kpistream.errors import UsageError
-from kpistream.shell.broker import ensure_topics
-from kpistream.shell.topics import read_tail
+from kpistream.shell.topics import RecordLog
 
 __all__ = ["SilenceLog", "parse_matchers", "silence_from_json", "silence_to_json"]
 
@@ -57,8 +54,7 @@ class SilenceLog:
     """The silences topic: write, read to the end, and follow."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
+        self.log = RecordLog(bootstrap, topic)
 
     async def add(self, matchers: tuple[tuple[str, str], ...], *, starts_ms: int, ends_ms: int,
                   comment: str, created_by: str) -> Silence:
@@ -84,35 +80,12 @@ class SilenceLog:
 
     async def read_all(self) -> tuple[dict[str, Silence], int]:
         """Every silence by id, and the offset to follow from."""
-        await ensure_topics(self.bootstrap, {self.topic: 1})
-        records = await read_tail(self.bootstrap, self.topic, first=1 << 30)
-        silences = {s.id: s for s in (silence_from_json(r.value) for r in records if r.value)}
-        return silences, (records[-1].offset + 1 if records else 0)
+        values, offset = await self.log.read_all()
+        return {s.id: s for s in map(silence_from_json, values)}, offset
 
     async def follow(self, offset: int, apply: Callable[[Silence], None]) -> None:
-        """Apply every record from ``offset`` on, forever (cancel to stop)."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        tp = TopicPartition(self.topic, 0)
-        await consumer.start()
-        try:
-            consumer.assign([tp])
-            consumer.seek(tp, offset)
-            while True:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                for record in batch.get(tp, []):
-                    if record.value:
-                        apply(silence_from_json(record.value))
-        except asyncio.CancelledError:
-            raise
-        finally:
-            await consumer.stop()
+        """Apply every silence from ``offset`` on, forever (cancel to stop)."""
+        await self.log.follow(offset, lambda value: apply(silence_from_json(value)))
 
     async def _write(self, silence: Silence) -> None:
-        await ensure_topics(self.bootstrap, {self.topic: 1})
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
-        await producer.start()
-        try:
-            await producer.send_and_wait(self.topic, silence_to_json(silence),
-                                         key=silence.id.encode())
-        finally:
-            await producer.stop()
+        await self.log.append(silence.id.encode(), silence_to_json(silence))

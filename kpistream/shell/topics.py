@@ -1,4 +1,4 @@
-"""Reading kpistream's own single-partition topics (checkpoints, delivery log, silences).
+"""kpistream's own single-partition topics (checkpoints, delivery log, silences, feedback).
 
 The embedded broker's ListOffsets can stop short (BROKER-NOTES), so "the end" is the high
 watermark that a *fetch* reports, and reading goes on until the position reaches it.
@@ -9,12 +9,52 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from kpistream.errors import BrokerUnavailable
+from kpistream.shell.broker import ensure_topics
 
-__all__ = ["read_tail"]
+__all__ = ["RecordLog", "read_tail"]
+
+
+class RecordLog:
+    """A low-volume topic of records that every worker reads whole, then follows."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+
+    async def append(self, key: bytes, value: bytes) -> None:
+        await ensure_topics(self.bootstrap, {self.topic: 1})
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+        await producer.start()
+        try:
+            await producer.send_and_wait(self.topic, value, key=key)
+        finally:
+            await producer.stop()
+
+    async def read_all(self) -> tuple[list[bytes], int]:
+        """Every record's value, and the offset to follow from."""
+        await ensure_topics(self.bootstrap, {self.topic: 1})
+        records = await read_tail(self.bootstrap, self.topic, first=1 << 30)
+        return [r.value for r in records if r.value], (records[-1].offset + 1 if records else 0)
+
+    async def follow(self, offset: int, apply: Callable[[bytes], None]) -> None:
+        """Apply every record's value from ``offset`` on, forever (cancel to stop)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        tp = TopicPartition(self.topic, 0)
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, offset)
+            while True:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for record in batch.get(tp, []):
+                    if record.value:
+                        apply(record.value)
+        finally:
+            await consumer.stop()
 
 _DEADLINE_S = 30.0
 

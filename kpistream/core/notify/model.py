@@ -19,6 +19,7 @@ __all__ = [
     "event_from_json",
     "event_to_json",
     "fingerprint",
+    "parse_alert_id",
 ]
 
 
@@ -70,6 +71,16 @@ class AlertEvent:
     def fingerprint(self) -> str:
         return fingerprint(self.alert, self.labels)
 
+    @property
+    def id(self) -> str:
+        """This alert of this series at this window, as feedback names it.
+
+        >>> AlertEvent("gmv_odd", "gmv", (("region", "east"),), "firing", "warning",
+        ...            1795428000000, 0, 5.0, "is_anomaly", None).id
+        'gmv_odd:5e04c0c53115bfd5:1795428000'
+        """
+        return f"{self.alert}:{self.fingerprint}:{self.at_ms // 1000}"
+
 
 @dataclass(frozen=True, slots=True)
 class OwnerPolicy:
@@ -114,6 +125,20 @@ class Notification:
     repeat: bool = False  # a reminder for alerts still firing
     timezone: str = "UTC"  # the owner's zone, for the times shown in the message
 
+
+
+def parse_alert_id(text: str) -> tuple[str, str, int]:
+    """``ALERT:FINGERPRINT:WINDOW_END_SECONDS`` → ``(alert, fingerprint, window end ms)``.
+
+    >>> parse_alert_id("gmv_odd:fc3c45b1d8a3a9f9:1795428000")
+    ('gmv_odd', 'fc3c45b1d8a3a9f9', 1795428000000)
+    """
+    parts = text.split(":")
+    alert, fp, seconds = parts if len(parts) == 3 else ("", "", "")
+    if not alert or len(fp) != 16 or not seconds.isdigit():
+        raise ValueError(f'alert id "{text}": expected ALERT:FINGERPRINT:SECONDS as shown in '
+                         "the alert message, e.g. gmv_odd:fc3c45b1d8a3a9f9:1795428000")
+    return alert, fp, int(seconds) * 1000
 
 
 def event_to_json(event: AlertEvent) -> dict[str, Any]:

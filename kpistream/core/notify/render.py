@@ -36,6 +36,7 @@ _WORDS = {
         "since": "开始于", "lasted": "持续", "sep": "，", "owner": "负责人", "summary": "摘要",
         "link": "查看 Grafana 面板", "no_data": "无数据",
         "expected": "预期", "band": "正常范围", "score": "异常分数", "model": "模型",
+        "feedback": "误报反馈",
         "count_firing": "{} 条告警", "count_resolved": "{} 条恢复", "count_repeat": "{} 条仍在告警",
     },
     "en": {
@@ -45,7 +46,7 @@ _WORDS = {
         "since": "Since", "lasted": "for", "sep": ", ", "owner": "Owner", "summary": "Summary",
         "link": "Open in Grafana", "no_data": "no data",
         "expected": "Expected", "band": "normal range", "score": "anomaly score",
-        "model": "model",
+        "model": "model", "feedback": "Not an anomaly?",
         "count_firing": "{} firing", "count_resolved": "{} resolved",
         "count_repeat": "{} still firing",
     },
@@ -120,6 +121,9 @@ def _block(e: AlertEvent, n: Notification, words: dict[str, str], grafana_url: s
                           f"({words['condition']}: {e.condition})"))
     if e.band is not None:
         fields.append((words["expected"], _band_text(e, words)))
+        if e.state == "firing":
+            fields.append((words["feedback"],
+                           f"kpistream feedback --alert {e.id} --not-anomaly"))
     since = f"{_local_time(e.since_ms, n.timezone)}{words['sep']}{words['lasted']} " \
             f"{format_duration(end_ms - e.since_ms, lang)}"
     fields.append((words["since"], since))

@@ -18,12 +18,17 @@ The model ("seasonal-ewm") composes River statistics and small arrays:
 - *band*: the values at which a surprise would reach its record, so ``is_anomaly`` is
   exactly "value outside the band".
 
-Robustness: the level learns from values clipped to the band (an anomaly does not teach
-the model it is normal); after ``SHIFT_WINDOWS`` consecutive windows outside the band on
-the same side the level jumps to their mean and the surprise windows are cleared, so a
-persistent level shift is the new normal from the next window on. Gaps are harmless
-(the seasonal phase comes from the timestamp); zeros are ordinary values (the model is
-additive, no division by the value).
+Robustness: the level learns from values clipped to ``min(band, LEVEL_CLIP scales)`` (an
+anomaly does not teach the model it is normal). Windows outside the band form a *run*;
+the run's surprises and scale updates are deferred to its end, so a whole run is judged
+against the records from before it and stays one alert. After ``SHIFT_WINDOWS`` (12)
+consecutive windows outside the band on the same side, the levels jump by the run's
+mean residual: a persistent level shift is alerted for 12 windows and is the new normal
+from the 13th window on. Its surprises then enter the records, so the detector is less
+sensitive afterwards, fading with the records' half-life (``MEMORY`` windows). Shifts
+too small to leave the band are followed by the EW level (time constant 20 windows).
+Gaps are harmless (the seasonal phase comes from the timestamp); zeros are ordinary
+values (the model is additive, no division by the value).
 
 >>> d = SeriesDetector(AnomalyConfig(warmup=20))
 >>> for k in range(1, 301):
@@ -191,8 +196,8 @@ class SeriesDetector:
         self.seen = 0
         self.tolerance = 1.0
         self.run_side = 0
-        self.run_length = 0
-        self.run_sum = 0.0
+        self.run_residuals = array("d")
+        self.run_peaks = array("d")
         self._tz = None if config.timezone == "UTC" else ZoneInfo(config.timezone)
 
     def __getstate__(self) -> dict:
@@ -242,9 +247,14 @@ model='seasonal-ewm')
         local_ms = self._local_ms(end_ms)
         model = self._best(end_ms)
         expected = value if math.isnan(model.level) else model.predict(local_ms)
-        self._learn(end_ms, local_ms, value, expected, math.inf)
+        self._close_run()
+        residual = value - expected
+        self.scale.update(abs(residual))
+        self._update_records(self._push(self._directed(residual) / (
+            self._scale(expected) * self.tolerance)), 1)
+        for cand in self.candidates:
+            cand.learn(end_ms, local_ms, value)
         self.tolerance = min(MAX_TOLERANCE, self.tolerance * ACCEPT_FACTOR)
-        self._end_run()
 
     # ------------------------------------------------------------------ judging
 
@@ -321,57 +331,83 @@ model='seasonal-ewm')
     def _learn(
         self, end_ms: int, local_ms: int, value: float, expected: float, half: float
     ) -> None:
-        """Update surprises and records, the scale, the run tracker and every candidate."""
-        scale = self._scale(expected)
-        self._record(self._directed(value - expected) / (scale * self.tolerance))
-        target = self._limit(value, expected, half)
-        if target is not None:
-            self.scale.update(abs(value - expected))
-            step = LEVEL_CLIP * scale
-            target = expected + max(-step, min(step, target - expected))
-        for cand in self.candidates:
-            cand.learn(end_ms, local_ms, value if target is None else target)
+        """Learn one window: surprises, records and scale, then every candidate's level.
 
-    def _record(self, raw: float) -> None:
-        """Store the raw score and let each horizon's surprise update its fading record."""
+        A value beyond ``min(band, LEVEL_CLIP scales)`` starts or extends a run: the level
+        learns the clipped value and the run's surprises and scale updates wait for the
+        run's end, so the whole run is judged against the records from before it.
+        """
+        scale = self._scale(expected)
+        residual = value - expected
+        surprises = self._push(self._directed(residual) / (scale * self.tolerance))
+        limit = min(half, LEVEL_CLIP * scale)
+        if abs(residual) <= half:
+            self._close_run()
+            self._update_records(surprises, 1)
+            self.scale.update(abs(residual))
+            target = expected + max(-limit, min(limit, residual))
+        else:
+            target = self._extend_run(residual, surprises, expected, limit)
+        for cand in self.candidates:
+            cand.learn(end_ms, local_ms, target)
+
+    def _push(self, raw: float) -> list[float] | None:
+        """Store the raw score; the surprise of each horizon (None while records wait)."""
         size = len(self.recent)
         self.recent[self.seen % size] = min(raw, RAW_CAP)
         self.seen += 1
         if self.seen < self.warmup // 2:
-            return
-        for k, horizon in enumerate(HORIZONS):
-            if horizon == 1:
-                surprise = raw
-            else:
-                surprise = sum(self.recent[(self.seen - j) % size] for j in range(1, horizon + 1))
-                surprise /= horizon
-            self.records[k] = max(surprise, self.records[k] * self.decay)
+            return None
+        return [raw if horizon == 1 else
+                sum(self.recent[(self.seen - j) % size] for j in range(1, horizon + 1)) / horizon
+                for horizon in HORIZONS]
 
-    def _limit(self, value: float, expected: float, half: float) -> float | None:
-        """Value to learn from: clipped to the band; None after a level shift (levels moved)."""
-        residual = value - expected
-        if abs(residual) <= half:
-            self._end_run()
-            return value
+    def _update_records(self, surprises: list[float] | None, windows: int) -> None:
+        """Fade the records over ``windows`` and raise them to ``surprises``."""
+        if surprises is None:
+            return
+        fade = self.decay ** windows
+        for k, surprise in enumerate(surprises):
+            self.records[k] = max(surprise, self.records[k] * fade)
+
+    def _extend_run(
+        self, residual: float, surprises: list[float] | None, expected: float, limit: float
+    ) -> float:
+        """Add a window to the run; after ``SHIFT_WINDOWS`` adopt the new level.
+
+        Returns the value the levels learn: clipped to ``limit``, or the value itself once
+        the levels have jumped by the run's mean residual.
+        """
         side = 1 if residual > 0 else -1
         if side != self.run_side:
-            self._end_run()
+            self._close_run()
             self.run_side = side
-        self.run_length += 1
-        self.run_sum += residual
-        if self.run_length < SHIFT_WINDOWS:
-            return expected + side * half
-        shift = self.run_sum / self.run_length
+        self.run_residuals.append(residual)
+        if surprises is not None:
+            self.run_peaks = array("d", (max(a, b) for a, b in zip(
+                self.run_peaks or surprises, surprises, strict=True)))
+        if len(self.run_residuals) < SHIFT_WINDOWS:
+            return expected + side * limit
+        shift = sum(self.run_residuals) / len(self.run_residuals)
         for cand in self.candidates:
             cand.level += shift
         self.recent = array("d", bytes(8 * len(self.recent)))
-        self._end_run()
-        return None
+        self._close_run()
+        return expected + residual
 
-    def _end_run(self) -> None:
-        """Forget the current run of out-of-band windows."""
-        self.run_side = self.run_length = 0
-        self.run_sum = 0.0
+    def _close_run(self) -> None:
+        """End a run that was no level shift: apply its deferred surprises and scale."""
+        if self.run_residuals:
+            for residual in self.run_residuals:
+                self.scale.update(abs(residual))
+            self._update_records(list(self.run_peaks) or None, len(self.run_residuals))
+        self._forget_run()
+
+    def _forget_run(self) -> None:
+        """Drop the current run of clipped windows."""
+        self.run_side = 0
+        self.run_residuals = array("d")
+        self.run_peaks = array("d")
 
 
 def _periods(config: AnomalyConfig) -> list[int]:

@@ -144,8 +144,8 @@ class GaussianLikelihood(SeriesDetector):
         limit = max(0.0, self.SHORT * needed - self._previous(self.SHORT))
         return self._scale(expected) * self.tolerance * limit
 
-    def _record(self, raw: float) -> None:
-        """Feed the short window and the long-run distribution of its mean."""
+    def _push(self, raw: float) -> None:
+        """Feed the short window and the long-run distribution of its mean (no records)."""
         self.recent[self.seen % self.SHORT] = min(raw, RAW_CAP)
         self.seen += 1
         if self.seen >= self.SHORT:

@@ -76,8 +76,9 @@ SELECT_MARGIN = 0.9
 PROFILE_PERIODS = 3.0
 #: raw scores are capped here inside multi-window means (one spike is the 1-window job)
 RAW_CAP = 10.0
-#: smallest record per horizon: 1 window / mean of several (in scales)
-FLOORS = (4.0, 1.0, 1.0)
+#: smallest record of the mean of h raw scores is 1 + FLOOR_SPREAD / sqrt(h): raw scores
+#: average 1 by construction of the scale, and spread about 1 (5 for one window)
+FLOOR_SPREAD = 4.0
 #: sensitivity -> factor applied to the records
 SENSITIVITY = {"low": 1.25, "medium": 1.0, "high": 0.8}
 #: the level moves at most this many scales towards a value in one window
@@ -190,6 +191,7 @@ class SeriesDetector:
         if not self.forced:
             self.candidates.insert(0, _Candidate(0, config.window_ms))
         self.scale = stats.EWMean(SCALE_ALPHA)
+        self.scale_updates = 0
         self.recent = array("d", bytes(8 * max(HORIZONS)))
         self.records = array("d", bytes(8 * len(HORIZONS)))
         self.decay = 0.5 ** (1.0 / MEMORY)
@@ -249,7 +251,7 @@ model='seasonal-ewm')
         expected = value if math.isnan(model.level) else model.predict(local_ms)
         self._close_run()
         residual = value - expected
-        self.scale.update(abs(residual))
+        self._update_scale(abs(residual))
         self._update_records(self._push(self._directed(residual) / (
             self._scale(expected) * self.tolerance)), 1)
         for cand in self.candidates:
@@ -279,10 +281,12 @@ model='seasonal-ewm')
     def _scale(self, expected: float) -> float:
         """Spread of residuals, floored so constant series stay usable.
 
-        The EWMean starts at the first residual (0) and is not bias-corrected: the low
-        early scale makes early records generous, which measured better (58 vs 56 NAB).
+        The EWMean starts at the first residual (0), so it is divided by the weight its
+        later updates have gathered (the usual bias correction of an EW average); without
+        it the scale is too small early on and the detector is jumpy after warm-up.
         """
-        return max(self.scale.get(), 1e-9 * (abs(expected) + 1.0))
+        weight = 1.0 - (1.0 - SCALE_ALPHA) ** max(self.scale_updates - 1, 1)
+        return max(self.scale.get() / weight, 1e-9 * (abs(expected) + 1.0))
 
     def _half_width(self, expected: float) -> float:
         """Half width of the band: the residual at which a surprise reaches its record.
@@ -293,7 +297,8 @@ model='seasonal-ewm')
         scale = self._scale(expected) * self.tolerance
         limit = math.inf
         for k, horizon in enumerate(HORIZONS):
-            record = self.factor * max(FLOORS[k], self.records[k])
+            floor = 1.0 + FLOOR_SPREAD / math.sqrt(horizon)
+            record = self.factor * max(floor, self.records[k])
             if horizon == 1:
                 limit = min(limit, record)
             else:
@@ -344,12 +349,17 @@ model='seasonal-ewm')
         if abs(residual) <= half:
             self._close_run()
             self._update_records(surprises, 1)
-            self.scale.update(abs(residual))
+            self._update_scale(abs(residual))
             target = expected + max(-limit, min(limit, residual))
         else:
             target = self._extend_run(residual, surprises, expected, limit)
         for cand in self.candidates:
             cand.learn(end_ms, local_ms, target)
+
+    def _update_scale(self, deviation: float) -> None:
+        """Feed the scale's EWMean and count its updates."""
+        self.scale.update(deviation)
+        self.scale_updates += 1
 
     def _push(self, raw: float) -> list[float] | None:
         """Store the raw score; the surprise of each horizon (None while records wait)."""
@@ -399,7 +409,7 @@ model='seasonal-ewm')
         """End a run that was no level shift: apply its deferred surprises and scale."""
         if self.run_residuals:
             for residual in self.run_residuals:
-                self.scale.update(abs(residual))
+                self._update_scale(abs(residual))
             self._update_records(list(self.run_peaks) or None, len(self.run_residuals))
         self._forget_run()
 

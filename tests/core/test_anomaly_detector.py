@@ -1,0 +1,151 @@
+"""SeriesDetector on constructed series whose right answer is known."""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+
+import pytest
+
+from kpistream.core.anomaly import AnomalyConfig, Judgement, SeriesDetector
+from kpistream.core.anomaly.detector import SHIFT_WINDOWS
+
+WINDOW = 600_000  # 10-minute windows: 144 per day keeps the tests fast
+PER_DAY = 86_400_000 // WINDOW
+
+
+def noisy(n: int, seed: int = 1, level: float = 100.0, noise: float = 0.5) -> list[float]:
+    """Flat series with seeded Gaussian noise."""
+    rng = random.Random(seed)
+    return [level + rng.gauss(0.0, noise) for _ in range(n)]
+
+
+def daily_sine(n: int, seed: int = 1) -> list[float]:
+    """Daily sine (amplitude 20) around 100 with seeded noise (sd 0.5)."""
+    rng = random.Random(seed)
+    return [100 + 20 * math.sin(2 * math.pi * k / PER_DAY) + rng.gauss(0.0, 0.5)
+            for k in range(n)]
+
+
+def run(values: list[float], config: AnomalyConfig | None = None,
+        ends: list[int] | None = None) -> list[Judgement]:
+    """Judgements of a fresh detector over ``values`` (window k ends at (k + 1) * WINDOW)."""
+    detector = SeriesDetector(config or AnomalyConfig(window_ms=WINDOW))
+    ends = ends or [(k + 1) * WINDOW for k in range(len(values))]
+    return [detector.observe(end, value) for end, value in zip(ends, values, strict=True)]
+
+
+def anomalies(judgements: list[Judgement]) -> list[int]:
+    """Indices of the anomalous windows."""
+    return [k for k, j in enumerate(judgements) if j.is_anomaly]
+
+
+def test_spike_on_a_daily_sine_is_the_only_anomaly() -> None:
+    values = daily_sine(8 * PER_DAY)
+    spike = 6 * PER_DAY + 30
+    values[spike] += 25.0
+    judgements = run(values)
+    assert anomalies(judgements) == [spike]
+    assert judgements[spike].score > 0.5 > judgements[spike - 1].score
+    assert judgements[spike].model == "seasonal-ewm"
+
+
+def test_daily_profile_is_picked_and_follows_the_sine() -> None:
+    values = daily_sine(4 * PER_DAY)
+    last = run(values)[-1]
+    assert last.expected == pytest.approx(values[-1], abs=3.0)
+
+
+@pytest.mark.parametrize(("direction", "flagged"), [("down", True), ("both", True),
+                                                    ("up", False)])
+def test_a_drop_counts_only_for_down_and_both(direction: str, flagged: bool) -> None:
+    values = noisy(600)
+    values[500] -= 30.0
+    judgements = run(values, AnomalyConfig(direction=direction, window_ms=WINDOW))
+    assert judgements[500].is_anomaly is flagged
+    assert anomalies(judgements) == ([500] if flagged else [])
+    assert judgements[500].lower < judgements[500].expected < judgements[500].upper
+
+
+def test_level_shift_is_the_new_normal_after_shift_windows() -> None:
+    values = noisy(600) + noisy(200, seed=2, level=150.0)
+    judgements = run(values)
+    assert anomalies(judgements) == list(range(600, 600 + SHIFT_WINDOWS))
+    after = judgements[600 + SHIFT_WINDOWS]
+    assert after.expected == pytest.approx(150.0, abs=2.0)
+    assert not after.is_anomaly
+
+
+def test_no_band_during_warm_up() -> None:
+    values = noisy(60)
+    values[40] = 1e6
+    judgements = run(values, AnomalyConfig(warmup=50, window_ms=WINDOW))
+    assert all(j.expected is None and j.lower is None and j.upper is None
+               for j in judgements[:50])
+    assert not any(j.is_anomaly for j in judgements[:50])
+    assert judgements[50].expected is not None
+
+
+def test_gaps_in_a_seasonal_series_raise_nothing() -> None:
+    rng = random.Random(7)
+    kept = [k for k in range(8 * PER_DAY) if rng.random() > 0.3]
+    sine = daily_sine(8 * PER_DAY)
+    judgements = run([sine[k] for k in kept], ends=[(k + 1) * WINDOW for k in kept])
+    assert anomalies(judgements) == []
+
+
+def test_zeros_are_ordinary_values() -> None:
+    values = [0.0, 1.0] * 200 + [0.0] * 10 + [9.0]
+    judgements = run(values)
+    assert anomalies(judgements) == [len(values) - 1]
+    assert all(math.isfinite(j.score) for j in judgements)
+
+
+def test_pickle_mid_stream_gives_identical_judgements() -> None:
+    values = daily_sine(3 * PER_DAY)
+    values[-20] += 30.0
+    detector = SeriesDetector(AnomalyConfig(window_ms=WINDOW, timezone="Europe/Paris"))
+    half = len(values) // 2
+    for k in range(half):
+        detector.observe((k + 1) * WINDOW, values[k])
+    clone = pickle.loads(pickle.dumps(detector))
+    rest = range(half, len(values))
+    assert [detector.observe((k + 1) * WINDOW, values[k]) for k in rest] == [
+        clone.observe((k + 1) * WINDOW, values[k]) for k in rest]
+
+
+def test_runs_are_deterministic() -> None:
+    values = daily_sine(2 * PER_DAY)
+    assert run(values) == run(values)
+
+
+def test_learn_false_leaves_the_model_unchanged() -> None:
+    detector = SeriesDetector(AnomalyConfig(warmup=20, window_ms=WINDOW))
+    for k, value in enumerate(noisy(100)):
+        detector.observe((k + 1) * WINDOW, value)
+    before = pickle.dumps(detector)
+    first = detector.observe(101 * WINDOW, 500.0, learn=False)
+    assert pickle.dumps(detector) == before
+    assert detector.observe(101 * WINDOW, 500.0, learn=False) == first
+
+
+def test_accept_makes_the_same_deviation_less_anomalous() -> None:
+    values = noisy(700)
+    values[500] += 10.0
+    values[600] += 10.0
+
+    def second_spike(accept: bool) -> Judgement:
+        detector = SeriesDetector(AnomalyConfig(window_ms=WINDOW))
+        judgements = []
+        for k, value in enumerate(values):
+            judgements.append(detector.observe((k + 1) * WINDOW, value))
+            if accept and k == 500:
+                detector.accept((k + 1) * WINDOW, value)
+        assert judgements[500].is_anomaly
+        return judgements[600]
+
+    plain, accepted = second_spike(False), second_spike(True)
+    assert accepted.score < plain.score
+    assert not accepted.is_anomaly
+    assert accepted.upper - accepted.lower > plain.upper - plain.lower

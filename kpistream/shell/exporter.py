@@ -141,6 +141,10 @@ class Exporter:
         self.notifications = Counter("kpistream_notifications",
                                      "Notification attempts per channel and result.",
                                      ["channel", "result"], registry=self.registry)
+        self.feedback = Counter("kpistream_anomaly_feedback",
+                                "Anomaly feedback records applied by this worker, by result "
+                                "(accepted, already, unknown = another worker's series).",
+                                ["result"], registry=self.registry)
         self._notifier = _NotifierCollector()
         self.registry.register(self._notifier)
         self.use_rules(rules)

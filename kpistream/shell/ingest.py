@@ -148,6 +148,7 @@ class IngestService(mode.Service):
         except ValueError as e:
             log.warning("feedback ignored: %s", e)
             return
+        self.exporter.feedback.labels(result).inc()
         if result == "accepted":
             log.info("feedback on %s: the model learnt that window as normal", alert_id)
         else:

@@ -68,7 +68,8 @@ DEFAULT_WARMUP = 200
 LEVEL_ALPHA = 0.05
 #: per-window smoothing factor of the scale (mean absolute residual)
 SCALE_ALPHA = 0.005
-#: per-window smoothing factor of each candidate's error, used to pick the model
+#: largest per-window smoothing factor of each candidate's error (it is at most 1 / the
+#: number of windows in a week), used to pick the model
 SELECT_ALPHA = 0.01
 #: a seasonal candidate must beat the plain level by this factor to be used
 SELECT_MARGIN = 0.9
@@ -117,22 +118,34 @@ class Judgement:
 
 
 class _Candidate:
-    """Level plus an optional seasonal profile of one period (``period_ms`` 0 = none)."""
+    """Level plus an optional seasonal profile of one period (``period_ms`` 0 = none).
 
-    __slots__ = ("bins", "error", "first_ms", "level", "period_ms", "profile", "profile_alpha")
+    A profile bin learns as a running mean of its first visits, then exponentially with
+    a time constant of ``PROFILE_PERIODS`` periods, so a weekly profile is usable after
+    one week instead of three. Its error, which decides whether it is used, is a
+    running mean from the moment it has seen a whole period, then an EW mean over about
+    a week (so that daily and weekly profiles are compared over whole weeks).
+    """
+
+    __slots__ = ("bins", "error", "error_alpha", "errors", "first_ms", "level", "period_ms",
+                 "profile", "profile_alpha", "visits")
 
     def __init__(self, period_ms: int, window_ms: int) -> None:
         self.period_ms = period_ms
         self.level = math.nan
         self.error = 0.0
+        self.errors = 0
+        self.error_alpha = min(SELECT_ALPHA, window_ms / WEEK_MS)
         self.first_ms = -1
         if period_ms:
             self.bins = max(2, min(period_ms // window_ms, 48 * math.ceil(period_ms / DAY_MS)))
             self.profile = array("d", bytes(8 * self.bins))
+            self.visits = array("f", bytes(4 * self.bins))
             visits_per_period = period_ms / window_ms / self.bins
             self.profile_alpha = 1.0 - math.exp(-1.0 / (PROFILE_PERIODS * visits_per_period))
         else:
-            self.bins, self.profile, self.profile_alpha = 0, array("d"), 0.0
+            self.bins, self.profile, self.visits = 0, array("d"), array("f")
+            self.profile_alpha = 0.0
 
     def ready(self, end_ms: int) -> bool:
         """Whether this candidate has seen a whole period (always true without season)."""
@@ -144,8 +157,7 @@ class _Candidate:
         """Two neighbouring bins around ``local_ms`` and the weight of the second."""
         x = (local_ms % self.period_ms) / self.period_ms * self.bins - 0.5
         low = math.floor(x)
-        frac = x - low
-        return low % self.bins, (low + 1) % self.bins, frac
+        return low % self.bins, (low + 1) % self.bins, x - low
 
     def season(self, local_ms: int) -> float:
         """Seasonal offset at ``local_ms`` (0 without season)."""
@@ -166,13 +178,24 @@ class _Candidate:
             self.level = value
             return
         season = self.season(local_ms)
-        self.error += SELECT_ALPHA * (abs(value - self.level - season) - self.error)
-        self.level += LEVEL_ALPHA * (value - season - self.level)
+        if self.ready(end_ms):
+            self.errors += 1
+            rate = max(self.error_alpha, 1.0 / self.errors)
+            self.error += rate * (abs(value - self.level - season) - self.error)
+        gap = value - self.level - season
+        self.level += LEVEL_ALPHA * gap
         if self.period_ms:
             a, b, w = self._position(local_ms)
-            gap = value - self.level - season
-            self.profile[a] += self.profile_alpha * (1.0 - w) * gap
-            self.profile[b] += self.profile_alpha * w * gap
+            self._learn_bin(a, 1.0 - w, gap)
+            self._learn_bin(b, w, gap)
+
+    def _learn_bin(self, index: int, weight: float, gap: float) -> None:
+        """Move one bin by its share ``weight`` of ``gap``: running mean, then EW."""
+        if weight <= 0.0:
+            return
+        visits = self.visits[index] + weight
+        self.visits[index] = visits
+        self.profile[index] += weight * max(self.profile_alpha, 1.0 / visits) * gap
 
 
 class SeriesDetector:

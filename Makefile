@@ -5,6 +5,14 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test bench lint clean
 
+# Debian programs the integration tests run for real (Prometheus, promtool, Alertmanager).
+DEBIAN_TOOLS := /usr/bin/prometheus /usr/bin/promtool /usr/bin/prometheus-alertmanager
+
+$(DEBIAN_TOOLS):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    prometheus prometheus-alertmanager
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
@@ -19,7 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
-test: lint
+test: lint $(DEBIAN_TOOLS)
 	$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

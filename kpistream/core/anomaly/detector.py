@@ -12,9 +12,10 @@ The model ("seasonal-ewm") composes River statistics and small arrays:
   ``HORIZONS`` windows (as in Numenta's anomaly likelihood, to catch runs of moderate
   deviations); each is compared with its own past maximum, which fades with a half-life
   of ``MEMORY`` windows. A window is anomalous when one of them beats the series' own
-  record: a stationary series then alerts about once per ``MEMORY`` windows whatever its
-  noise distribution (heavy tails included), while any change larger than what the
-  series has done recently is caught. Sensitivity scales the records;
+  record: a stationary series then breaks a record only on the order of once per
+  ``MEMORY`` windows per surprise whatever its noise distribution (heavy tails
+  included), while any change larger than what the series has done recently is
+  caught. Sensitivity scales the records (low x1.25, medium x1, high x0.8);
 - *band*: the values at which a surprise would reach its record, so ``is_anomaly`` is
   exactly "value outside the band".
 
@@ -265,9 +266,10 @@ model='seasonal-ewm')
 
         Exactly: ``value`` is learnt as a normal point (level, seasonal profiles and
         scale move towards it without clipping, its surprise enters the records so a
-        similar deviation no longer beats them), any run of out-of-band windows is
-        forgotten, and every later band is widened by multiplying the series' tolerance
-        by 1.2 (at most 3.0 in total; it is never reset).
+        similar deviation no longer beats them), a pending run of out-of-band windows is
+        closed (its deferred surprises and scale updates are applied, so it can no longer
+        become a level shift), and every later band is widened by multiplying the
+        series' tolerance by 1.2 (at most 3.0 in total; it is never reset).
         """
         local_ms = self._local_ms(end_ms)
         model = self._best(end_ms)

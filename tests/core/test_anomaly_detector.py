@@ -8,8 +8,7 @@ import random
 
 import pytest
 
-from kpistream.core.anomaly import AnomalyConfig, Judgement, SeriesDetector
-from kpistream.core.anomaly.detector import SHIFT_WINDOWS
+from kpistream.core.anomaly import SHIFT_WINDOWS, AnomalyConfig, Judgement, SeriesDetector
 
 WINDOW = 600_000  # 10-minute windows: 144 per day keeps the tests fast
 PER_DAY = 86_400_000 // WINDOW

@@ -1,5 +1,10 @@
-"""Online per-series anomaly detection (seasonal level model + anomaly likelihood)."""
+"""Online per-series anomaly detection (seasonal level model + record-based surprise)."""
 
-from kpistream.core.anomaly.detector import AnomalyConfig, Judgement, SeriesDetector
+from kpistream.core.anomaly.detector import (
+    SHIFT_WINDOWS,
+    AnomalyConfig,
+    Judgement,
+    SeriesDetector,
+)
 
-__all__ = ["AnomalyConfig", "Judgement", "SeriesDetector"]
+__all__ = ["SHIFT_WINDOWS", "AnomalyConfig", "Judgement", "SeriesDetector"]

@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--metrics-addr", help="HOST:PORT for /metrics (default 127.0.0.1:9464)")
     demo.add_argument("--rules", default=str(_demo_rules()), help=argparse.SUPPRESS)
     demo.add_argument("--rate", type=float, default=200.0, help="events per second (200)")
+    demo.add_argument("--broker", help="kafka://HOST:PORT instead of an embedded broker")
+    demo.add_argument("--feed-only", action="store_true",
+                      help="only produce the demo events to --broker, no daemon (compose)")
     demo.set_defaults(handler=_demo)
 
     check = sub.add_parser("check", help="validate rule files")
@@ -158,11 +161,14 @@ def _run(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from kpistream.shell.daemon import run_worker
-    from kpistream.shell.demo import build_demo
+    from kpistream.shell.demo import build_demo, build_feed
 
-    settings = Settings(**{"broker": None, "rules": args.rules, "start_from": "earliest",
+    if args.feed_only and not args.broker:
+        raise UsageError("--feed-only needs --broker kafka://HOST:PORT")
+    settings = Settings(**{"broker": args.broker, "rules": args.rules, "start_from": "earliest",
                            **({"metrics_addr": args.metrics_addr} if args.metrics_addr else {})})
-    return run_worker(build_demo(settings, load_rules(settings.rules), rate=args.rate))
+    build = build_feed if args.feed_only else build_demo
+    return run_worker(build(settings, load_rules(settings.rules), rate=args.rate))
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from kpistream.settings import Settings
 from kpistream.shell.broker import ensure_topics
 from kpistream.shell.daemon import BrokerService, Daemon, build_daemon
 
-__all__ = ["DemoFeed", "build_demo"]
+__all__ = ["DemoFeed", "build_demo", "build_feed"]
 
 log = logging.getLogger("kpistream.demo")
 
@@ -78,6 +78,15 @@ def build_demo(settings: Settings, rules: RuleSet, *, rate: float) -> Daemon:
                              extra=lambda broker: [DemoFeed(broker, rules, rate=rate)])
     print(_banner(settings), file=sys.stderr, flush=True)
     return daemon
+
+
+def build_feed(settings: Settings, rules: RuleSet, *, rate: float) -> Daemon:
+    """Only the live feed, to the configured broker (``kpistream demo --feed-only``): the
+    event generator of a compose or Kubernetes setup whose daemons run on their own."""
+    broker = BrokerService(settings.broker, settings.broker_wait / 1000)
+    print(f"kpistream demo: producing {rate:g} events/s to {settings.broker}", file=sys.stderr,
+          flush=True)
+    return Daemon([broker, DemoFeed(broker, rules, rate=rate)])
 
 
 def _banner(settings: Settings) -> str:

@@ -46,3 +46,5 @@ class Settings(BaseSettings):
     silences_topic: str = "kpistream-silences"
     feedback_topic: str = "kpistream-feedback"
     grafana_url: str | None = None
+    alertmanager_url: str | None = Field(
+        None, description="http://HOST:PORT of an Alertmanager to forward alert state to")

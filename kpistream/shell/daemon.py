@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 import mode
-from prometheus_client import start_http_server
 
 from kpistream.core.durations import rfc3339
 from kpistream.core.engine import Step
@@ -26,7 +25,9 @@ from kpistream.core.ruleset import RuleSet
 from kpistream.errors import UsageError
 from kpistream.settings import Settings
 from kpistream.shell.alerting import AlertDelivery
+from kpistream.shell.alertmanager import AlertmanagerForwarder
 from kpistream.shell.broker import EmbeddedBroker, parse_bootstrap, wait_for_broker
+from kpistream.shell.endpoint import Health, make_app, serve
 from kpistream.shell.exporter import Exporter
 from kpistream.shell.ingest import IngestService
 from kpistream.shell.reload import RulesWatcher
@@ -65,17 +66,21 @@ class BrokerService(mode.Service):
 
 
 class MetricsService(mode.Service):
-    """Serves ``/metrics`` from the exporter's registry on ``HOST:PORT``."""
+    """Serves ``/metrics``, ``/healthz`` and ``/readyz`` on ``HOST:PORT``
+    (see :mod:`kpistream.shell.endpoint`)."""
 
-    def __init__(self, addr: str, exporter: Exporter, **kwargs) -> None:
+    def __init__(self, addr: str, exporter: Exporter, health: Callable[[], Health | None],
+                 **kwargs) -> None:
         self.host, self.port = _host_port(addr)
         self.exporter = exporter
+        self.health = health
         self._server = None
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
         try:
-            self._server, _ = start_http_server(self.port, self.host, self.exporter.registry)
+            self._server = serve(self.host, self.port,
+                                 make_app(self.exporter.registry, self.health))
         except OSError as e:
             raise UsageError(f"cannot serve metrics on {self.host}:{self.port}: {e.strerror}; "
                              "choose another --metrics-addr") from e
@@ -126,14 +131,18 @@ def build_daemon(settings: Settings, rules: RuleSet, *,
     """Assemble broker, metrics, ingestion (and ``extra`` services fed by the broker)."""
     exporter = Exporter(rules)
     broker = BrokerService(settings.broker, settings.broker_wait / 1000)
-    metrics = MetricsService(settings.metrics_addr, exporter)
+    metrics = MetricsService(settings.metrics_addr, exporter, health=lambda: ingest)
     alerting = AlertDelivery(settings, rules, exporter, lambda: broker.bootstrap)
     console = ConsoleAlerts(rules)
+    forwarders = [AlertmanagerForwarder(settings.alertmanager_url, exporter.registry,
+                                        grafana_url=settings.grafana_url)
+                  ] if settings.alertmanager_url else []
     ingest = IngestService(settings, rules, lambda: broker.bootstrap, exporter,
-                           sinks=[exporter.publish, console, alerting, *sinks],
-                           parts=[alerting])
+                           sinks=[exporter.publish, console, alerting, *forwarders, *sinks],
+                           parts=[alerting, *forwarders])
     watcher = RulesWatcher(settings.rules, ingest, exporter)
-    return Daemon([broker, metrics, *extra(broker), alerting, ingest, watcher]), ingest
+    return Daemon([broker, metrics, *extra(broker), alerting, *forwarders, ingest, watcher]), \
+        ingest
 
 
 def run_worker(daemon: Daemon) -> int:

@@ -7,6 +7,7 @@ closed and the step is handed to the sinks (exporter, alert console, delivery).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pickle
 import time
@@ -32,6 +33,10 @@ log = logging.getLogger("kpistream.ingest")
 StepSink = Callable[[Step], None]
 #: checkpoints take at most 1/20 of the time
 CHECKPOINT_TIME_SHARE = 20
+#: a consume loop that has not polled for this long is stuck: /healthz fails
+STALL_S = 120.0
+#: how often, and how patiently, readiness asks the broker for metadata
+BROKER_CHECK_S = 5.0
 
 
 class StatefulPart(Protocol):
@@ -64,6 +69,8 @@ class IngestService(mode.Service):
         self.dead_letters: AIOKafkaProducer | None = None
         #: set once partitions are assigned and the first poll returned (readiness)
         self.polling = False
+        self._last_poll: float | None = None
+        self._broker_answers = False
         self._lags: dict[TopicPartition, int] = {}
         #: other state checkpointed with the engine's (alert delivery), by name
         self.parts = {part.name: part for part in parts}
@@ -134,6 +141,29 @@ class IngestService(mode.Service):
         self.offsets = dict(found.offsets)
         log.info("restored checkpoint %s covering %d partition(s)", found.id, len(found.offsets))
 
+    def alive(self) -> bool:
+        """False when the consume loop stopped turning (a stuck worker)."""
+        return self._last_poll is None or time.monotonic() - self._last_poll < STALL_S
+
+    def readiness(self) -> dict[str, bool]:
+        """The checks behind /readyz."""
+        consumer = self.consumer
+        return {"rules_loaded": bool(self.rules.kpis),
+                "broker_connected": consumer is not None and self._broker_answers,
+                "partitions_assigned": self.polling and bool(consumer and consumer.assignment())}
+
+    @mode.Service.task
+    async def _watch_broker(self) -> None:
+        """Ask the broker for metadata every few seconds: readiness follows its answers."""
+        while not self.should_stop:
+            if self.consumer is not None:
+                try:
+                    await asyncio.wait_for(self.consumer.topics(), BROKER_CHECK_S)
+                    self._broker_answers = True
+                except (KafkaError, OSError, TimeoutError):
+                    self._broker_answers = False
+            await self.sleep(BROKER_CHECK_S)
+
     async def _follow_feedback(self, bootstrap: str) -> None:
         """Apply all anomaly feedback given so far, then follow the topic."""
         feedback = FeedbackLog(bootstrap, self.settings.feedback_topic)
@@ -185,6 +215,7 @@ class IngestService(mode.Service):
             batches = await self.consumer.getmany(timeout_ms=self.settings.poll_timeout,
                                                   max_records=self.settings.batch_max_records)
             self.polling = True
+            self._last_poll = time.monotonic()
             if self.pending_rules is not None:
                 await self.swap_rules(self.pending_rules)
             await self.process(batches)

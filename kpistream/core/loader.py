@@ -46,12 +46,15 @@ MAX_DEPTH = 50
 
 def rule_files(root: str | Path) -> list[Path]:
     """Every ``*.yaml``/``*.yml`` file under ``root`` (or ``root`` itself), sorted; rule unit
-    tests (``*.test.yaml``, see :mod:`kpistream.core.ruletests`) are not rule files."""
+    tests (``*.test.yaml``, see :mod:`kpistream.core.ruletests`) are not rule files, and
+    hidden files and folders are skipped (a Kubernetes ConfigMap volume keeps a second copy
+    of every file under ``..data`` and ``..2026_11_23_...``)."""
     path = Path(root)
     if path.is_file():
         return [path]
     return sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()
-                  and not is_test_file(p))
+                  and not is_test_file(p)
+                  and not any(part.startswith(".") for part in p.relative_to(path).parts))
 
 
 def is_test_file(path: Path) -> bool:

@@ -170,3 +170,13 @@ def test_pre_commit_files_define_check_and_test_hooks(name):
         ("kpistream-check", "kpistream check", False, ["rules/"]),
         ("kpistream-test", "kpistream test", False, ["rules/"]),
     ]
+
+
+def test_hidden_folders_are_skipped_as_in_a_configmap_volume(tmp_path):
+    """Kubernetes mounts a ConfigMap as symlinks into a hidden ``..data`` copy."""
+    data = tmp_path / "..2026_11_23_10_00_00.1"
+    data.mkdir()
+    (data / "r.yaml").write_text(SOURCE)
+    (tmp_path / "..data").symlink_to(data.name)
+    (tmp_path / "r.yaml").symlink_to("..data/r.yaml")
+    assert load_rules(tmp_path).sources.keys() == {"orders"}

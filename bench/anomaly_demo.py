@@ -77,10 +77,13 @@ def main() -> None:
     parser.add_argument("--warmup-hours", type=float, default=3.0)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--rules", type=Path, default=ROOT / "rules" / "demo")
+    parser.add_argument("--incident-every", type=float, default=5.0, metavar="MINUTES",
+                        help="the demo's incident period (its default: 5)")
     args = parser.parse_args()
     rules = load_rules(args.rules)
     watched = {a.name for a in rules.alerts if "is_anomaly" in a.condition_text}
-    generator = DemoGenerator(seed=1, rate_per_s=args.rate)
+    generator = DemoGenerator(seed=1, rate_per_s=args.rate,
+                              incident_every_ms=int(args.incident_every * MIN))
     scored_from = START + int(args.warmup_hours * HOUR)
     end = scored_from + int(args.hours * HOUR)
     started = time.perf_counter()
@@ -91,7 +94,8 @@ def main() -> None:
     incidents = [i for i in generator.incidents_between(scored_from, end)
                  if i.start_ms >= scored_from]
     kinds, false = score(firings, incidents)
-    print(f"demo traffic {args.rate:g} events/s, {args.hours:g} h scored after "
+    print(f"demo traffic {args.rate:g} events/s, an incident every {args.incident_every:g} min, "
+          f"{args.hours:g} h scored after "
           f"{args.warmup_hours:g} h of warm-up ({took:.1f} s); anomaly alerts: "
           f"{', '.join(sorted(watched))}")
     print(f"{'incident kind':<18} {'incidents':>9} {'caught':>7} {'median delay (windows)':>23}")

@@ -93,12 +93,14 @@ def _aggregate(name: str, path: Path) -> Series:
 def alert_rows(series: Series, factory: Factory) -> list[int]:
     """Rows where the detector's alert goes to FIRING (is_anomaly turns true)."""
     detector = factory(series.window_ms)
-    rows, before = [], False
+    rows, before, previous_end = [], False, None
     for end, value, row in zip(series.ends, series.values, series.last_rows, strict=True):
+        if previous_end is not None and end - previous_end > series.window_ms:
+            before = False  # a window without rows has no value: the alert resolved there
         now = bool(detector.observe(end, value).is_anomaly)
         if now and not before:
             rows.append(row)
-        before = now
+        before, previous_end = now, end
     return rows
 
 

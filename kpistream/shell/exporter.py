@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from kpistream.core.anomaly import Judgement
+from kpistream.core.durations import format_duration
 from kpistream.core.engine import IngestResult, Step
 from kpistream.core.ruleset import RuleSet
 from kpistream.core.values import SeriesKey
@@ -130,6 +131,9 @@ class Exporter:
                          registry=self.registry)
         self.info = Gauge("kpistream_rules_info", "The live rule set (version = content hash).",
                           ["version"], registry=self.registry)
+        self.kpi_info = Gauge("kpistream_kpi_info", "1 per KPI of the live rule set, with its "
+                              "title, unit, owner and window.",
+                              ["kpi", "title", "unit", "owner", "window"], registry=self.registry)
         self.series = Gauge("kpistream_kpi_series", "Series currently reported per KPI.",
                             ["kpi"], registry=self.registry)
         self.checkpointed = Gauge("kpistream_checkpoint_last_timestamp_seconds",
@@ -159,6 +163,10 @@ class Exporter:
         self.snapshot.values = {k: self.snapshot.values.get(k, {}) for k in rules.kpis}
         self.info.clear()
         self.info.labels(rules.version).set(1)
+        self.kpi_info.clear()
+        for kpi in rules.kpis.values():
+            self.kpi_info.labels(kpi.name, kpi.title or "", kpi.unit or "", kpi.owner or "",
+                                 format_duration(kpi.window_ms)).set(1)
         for source in rules.sources:
             for status in STATUSES:
                 self.events.labels(source, status)

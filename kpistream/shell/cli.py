@@ -89,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     schema.add_argument("--out", metavar="FILE", help="write it here instead of stdout")
     schema.set_defaults(handler=_schema)
 
+    grafana = sub.add_parser("grafana", help="write Grafana dashboards generated from rules")
+    grafana.add_argument("--rules", required=True, help="rules directory")
+    grafana.add_argument("--out", required=True, metavar="DIR", help="writes DIR/kpis-NAME.json")
+    grafana.add_argument("--name", help="NAME (default: the rules directory's name)")
+    grafana.add_argument("--fixed", action="store_true",
+                         help="also write the overview, detail and pipeline dashboards")
+    grafana.set_defaults(handler=_grafana)
+
     backtest = sub.add_parser("backtest", help="replay event files through the engine")
     backtest.add_argument("--rules", required=True)
     backtest.add_argument("--events", required=True, nargs="+", metavar="[SOURCE=]FILE")
@@ -212,6 +220,16 @@ def _schema(args: argparse.Namespace) -> int:
         Path(args.out).write_bytes(text + b"\n")
     else:
         print(text.decode())
+    return 0
+
+
+def _grafana(args: argparse.Namespace) -> int:
+    from kpistream.shell.grafana import write_dashboards
+
+    rules = load_rules(args.rules)
+    name = args.name or Path(args.rules).resolve().name
+    for path in write_dashboards(rules, name, Path(args.out), fixed=args.fixed):
+        print(path)
     return 0
 
 

@@ -45,7 +45,9 @@ def simulate(rules: RuleSet, generator: DemoGenerator, start: int, end: int
 
 
 def targets(incident: Incident, labels: dict[str, str]) -> bool:
-    return all(want is None or labels.get(name) == want
+    """Whether the series is hit by the incident: every target it has a label for matches
+    (a KPI by region alone is hit by an incident of one channel in every region)."""
+    return all(want is None or name not in labels or labels[name] == want
                for name, want in (("region", incident.region), ("channel", incident.channel)))
 
 

@@ -444,8 +444,8 @@ model='seasonal-ewm')
                 self._update_scale(abs(residual))
             peaks = [min(peak, RECORD_GROWTH * max(record, _floor(horizon)))
                      for peak, record, horizon in zip(self.run_peaks, self.records, HORIZONS,
-                                                      strict=True)]
-            self._update_records(peaks or None, len(self.run_residuals))
+                                                      strict=True)] if self.run_peaks else None
+            self._update_records(peaks, len(self.run_residuals))
         self._forget_run()
 
     def _forget_run(self) -> None:

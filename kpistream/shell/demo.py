@@ -98,7 +98,8 @@ def _banner(settings: Settings) -> str:
         f"  prometheus: scrape_configs: [{{job_name: kpistream, static_configs: "
         f"[{{targets: ['{addr}']}}]}}]\n"
         "  grafana:    add that Prometheus as a data source and chart kpistream_kpi_value\n"
-        "  anomalies:  gmv, visits and payment_failure_rate learn a band per series; it shows\n"
-        "              (kpistream_kpi_expected/lower/upper) after 200 windows of warm-up\n"
+        "  anomalies:  gmv_by_region, visits_by_channel and region_payment_failure_rate learn\n"
+        "              a band per series (kpistream_kpi_expected/lower/upper), shown after 200\n"
+        "              windows of warm-up\n"
         "  stop:       Ctrl-C"
     )

@@ -206,9 +206,6 @@ def test_prometheus_grafana_and_mailpit_are_wired(compose):
         assert "test" in services[name]["healthcheck"], name
 
 
-@pytest.mark.xfail(strict=True, reason="deploy/prometheus/prometheus.yml scrapes one target "
-                   "'kpistream:9464'; compose runs kpistream-1 and kpistream-2. Remove this "
-                   "marker when that file lists both (the test then passes).")
 def test_prometheus_scrapes_the_compose_workers(compose):
     """deploy/prometheus/prometheus.yml (another file's) names services of this compose file."""
     config = _yaml(ROOT / "deploy" / "prometheus" / "prometheus.yml")

@@ -181,16 +181,17 @@ def format_duration(ms: int, language: str = "zh") -> str:
 
 
 def grafana_link(grafana_url: str, e: AlertEvent) -> str:
-    """The KPI detail dashboard for the event's series, from an hour before the breach.
+    """The KPI detail dashboard (``grafana/dashboards/kpi-detail.json``) for the event's
+    series, from an hour before the breach: ``kpi`` set, the labels as ad hoc filters.
 
     >>> from kpistream.core.notify.routing import _example
     >>> grafana_link("https://g.example.com/", _example(labels=(("region", "华东"),)))
-    'https://g.example.com/d/kpistream-kpi/kpi-detail?var-kpi=gmv&var-region=%E5%8D%8E%E4%B8%9C&from=0&to=780000'
+    'https://g.example.com/d/kpistream-kpi-detail/kpi-detail?var-kpi=gmv&var-filters=region%7C%3D%7C%E5%8D%8E%E4%B8%9C&from=0&to=780000'
     """
-    params = [("kpi", e.kpi), *e.labels]
-    query = "&".join(f"var-{quote(k, safe='')}={quote(v, safe='')}" for k, v in params)
+    params = [("kpi", e.kpi)] + [("filters", f"{k}|=|{v}") for k, v in e.labels]
+    query = "&".join(f"var-{k}={quote(v, safe='')}" for k, v in params)
     start = max(e.since_ms - 3_600_000, 0)
-    return (f"{grafana_url.rstrip('/')}/d/kpistream-kpi/kpi-detail?{query}"
+    return (f"{grafana_url.rstrip('/')}/d/kpistream-kpi-detail/kpi-detail?{query}"
             f"&from={start}&to={e.at_ms + 600_000}")
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from notify_factories import MIN, make_event
 
 from kpistream.core.notify.model import Notification
-from kpistream.core.notify.render import render
+from kpistream.core.notify.render import grafana_link, render
 
 T0 = 1_704_074_400_000  # 2024-01-01 02:00 UTC, 10:00 in Shanghai
 GMV = make_event(kpi_title="GMV 成交额", unit="CNY", since_ms=T0, at_ms=T0 + 12 * MIN,
@@ -23,8 +26,8 @@ def note(language, *events, repeat=False, created=T0 + 42 * MIN):
 
 def test_single_firing_zh_with_link():
     m = render(note("zh", GMV), grafana_url="https://grafana.example.com")
-    link = ("https://grafana.example.com/d/kpistream-kpi/kpi-detail?var-kpi=gmv&var-region=east"
-            f"&from={T0 - 3_600_000}&to={T0 + 22 * MIN}")
+    link = ("https://grafana.example.com/d/kpistream-kpi-detail/kpi-detail?var-kpi=gmv"
+            f"&var-filters=region%7C%3D%7Ceast&from={T0 - 3_600_000}&to={T0 + 22 * MIN}")
     assert m.title == "[kpistream] 🔴 告警 · 严重 · GMV 成交额 (gmv_low)"
     assert m.text == (
         "[kpistream] 🔴 告警 · 严重 · GMV 成交额 (gmv_low)\n"
@@ -83,3 +86,13 @@ def test_repeat_says_still_firing_and_counts_duration_to_now():
     en = render(note("en", GMV, WARN, repeat=True))
     assert en.title == "[kpistream] 2 still firing · sales-ops"
     assert "🔴 still firing · warning · visits (visits_low)" in en.text
+
+
+def test_the_link_names_the_detail_dashboard_and_its_variables():
+    """grafana_link's uid and variables are those of grafana/dashboards/kpi-detail.json."""
+    path = Path(__file__).resolve().parents[3] / "grafana" / "dashboards" / "kpi-detail.json"
+    dashboard = json.loads(path.read_text())
+    variables = {v["name"]: v["type"] for v in dashboard["templating"]["list"]}
+    link = grafana_link("https://g", GMV)
+    assert link.startswith(f"https://g/d/{dashboard['uid']}/")
+    assert variables["kpi"] == "query" and variables["filters"] == "adhoc"

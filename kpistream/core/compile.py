@@ -95,6 +95,7 @@ def _compile_kpi(item, sources, kpis, owners, fields, timezone, problems) -> Kpi
     common = dict(
         name=spec.name, window_ms=spec.window, hop_ms=spec.hop, calendar=calendar,
         by=tuple(spec.by), lateness_ms=spec.lateness, series_ttl_ms=spec.series_ttl,
+        max_series=spec.max_series,
         title=spec.title, unit=spec.unit, owner=spec.owner,
     )
     if spec.anomaly is not None:

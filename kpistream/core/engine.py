@@ -74,7 +74,8 @@ class SourceRunner:
         self.kpis = kpis
         self.decoder = Decoder(source.time_field, source.fields)
         self.windows = {
-            k.name: KpiWindows(k.name, k.agg, k.calendar, k.series_ttl_ms, len(k.by))
+            k.name: KpiWindows(k.name, k.agg, k.calendar, k.series_ttl_ms, len(k.by),
+                               max_series=k.max_series)
             for k in kpis
         }
         self.max_lateness_ms = max((k.lateness_ms for k in kpis), default=0)
@@ -135,7 +136,7 @@ class SourceRunner:
         counts = lazy.select((~on_time).sum().alias("late"), (on_time & matched).sum().alias("ok"))
         *groups, totals = pl.collect_all([*queries, counts])
         for kpi, grouped in zip(self.kpis, groups, strict=True):
-            self.windows[kpi.name].add(grouped.iter_rows())
+            self.windows[kpi.name].add(grouped.rows())
         result.late, result.ok = totals.row(0)
         result.filtered = frame.height - result.late - result.ok
 

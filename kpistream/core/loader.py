@@ -12,8 +12,8 @@ node's position, and pydantic's error locations are walked back to those nodes.
 ...     print(str(e).replace(str(d), "DIR"))
 DIR/a.yaml:2:5: kpi "gmv": missing required key "window"
 DIR/a.yaml:3:5: kpi "gmv": unknown key "windw"; expected one of name, title, description,
-    source, where, agg, expr, by, window, hop, lateness, series_ttl, unit, owner, anomaly
-    (did you mean "window"?)
+    source, where, agg, expr, by, window, hop, lateness, series_ttl, max_series, unit, owner,
+    anomaly (did you mean "window"?)
 """
 
 from __future__ import annotations

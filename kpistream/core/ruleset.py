@@ -59,6 +59,8 @@ class Kpi:
     by: tuple[str, ...]
     lateness_ms: int
     series_ttl_ms: int
+    #: label sets beyond this many fold into ``__other__`` (cardinality guard)
+    max_series: int = 10_000
     title: str | None = None
     unit: str | None = None
     owner: str | None = None

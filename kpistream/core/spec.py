@@ -105,6 +105,7 @@ class KpiSpec(_Spec):
     hop: DurationMs | None = None
     lateness: DurationMs = 5_000
     series_ttl: DurationMs = 3_600_000
+    max_series: int = Field(default=10_000, ge=1, le=10_000_000)
     unit: str | None = None
     owner: str | None = None
     anomaly: AnomalySpec | None = None

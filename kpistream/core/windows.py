@@ -4,6 +4,10 @@ Batches arrive as rows ``(pane_start, *label_values, *partials)`` already aggreg
 polars; each row is merged once into the pane's state for that series. A window closes when
 its end is at or before ``watermark - lateness``; its value per series merges its panes.
 
+Cardinality guard: once ``max_series`` series are live, the rows of any new label set are
+merged into the series ``__other__`` (every label ``__other__``), so a label explosion costs
+one series, not memory without bound; ``folded`` counts those rows (per batch and pane).
+
 >>> from kpistream.core.aggregates import parse_agg
 >>> from kpistream.core.calendar import calendar_for
 >>> w = KpiWindows("orders", parse_agg("count()"), calendar_for(60_000, None, "UTC"), 3_600_000)
@@ -15,23 +19,31 @@ its end is at or before ``watermark - lateness``; its value per series merges it
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from kpistream.core.aggregates import Aggregation
 from kpistream.core.calendar import Calendar
 from kpistream.core.values import ClosedWindow, SeriesKey
 
-__all__ = ["KpiWindows"]
+__all__ = ["OTHER", "KpiWindows"]
+
+#: the label value of the series that holds label sets beyond a KPI's ``max_series``
+OTHER = "__other__"
 
 
 class KpiWindows:
     """Open panes and known series of one KPI."""
 
     def __init__(
-        self, kpi: str, agg: Aggregation, calendar: Calendar, series_ttl_ms: int, labels: int = 1
+        self, kpi: str, agg: Aggregation, calendar: Calendar, series_ttl_ms: int, labels: int = 1,
+        *, max_series: int = 10_000
     ) -> None:
         self.kpi = kpi
         self.labels = labels
+        self.max_series = max_series
+        self.other: SeriesKey = (OTHER,) * labels
+        #: rows of new label sets folded into ``other`` since start
+        self.folded = 0
         self.agg = agg
         self.calendar = calendar
         self.series_ttl_ms = series_ttl_ms
@@ -46,13 +58,25 @@ class KpiWindows:
         #: every window ending at or before this is final
         self.closed_through: int | None = None
 
-    def add(self, rows: Iterable[tuple]) -> None:
-        """Merge per-batch partial rows ``(pane, *labels, *partials)`` into the panes."""
+    def add(self, rows: Sequence[tuple]) -> None:
+        """Merge per-batch partial rows ``(pane, *labels, *partials)`` into the panes.
+
+        When the batch may reach ``max_series``, its rows go in label order, so which new
+        label sets keep a series of their own does not depend on polars' grouping order.
+        """
         width = self.labels
         merge, empty = self.agg.merge, self.agg.empty
+        series = self.series
+        if width and len(series) + len(rows) > self.max_series:
+            rows = sorted(rows, key=lambda row: (row[1:1 + width], row[0]))
         for row in rows:
             pane = row[0]
             key = row[1:1 + width]
+            seen = series.get(key)
+            if seen is None and len(series) >= self.max_series and width:
+                key = self.other  # the cardinality guard
+                seen = series.get(key)
+                self.folded += 1
             states = self.panes.get(pane)
             if states is None:
                 states = self.panes[pane] = {}
@@ -61,9 +85,8 @@ class KpiWindows:
                     self.next_end = self.calendar.pane_end(pane)
             state = states.get(key)
             states[key] = merge(empty() if state is None else state, row[1 + width:])
-            seen = self.series.get(key)
             if seen is None:
-                self.series[key] = [pane, pane]
+                series[key] = [pane, pane]
             elif pane > seen[1]:
                 seen[1] = pane
             elif pane < seen[0]:
@@ -83,12 +106,13 @@ class KpiWindows:
     def state(self) -> dict:
         """Everything that changes, as plain data (see :meth:`Engine.snapshot`)."""
         return {"panes": self.panes, "series": self.series, "next_end": self.next_end,
-                "closed_through": self.closed_through}
+                "closed_through": self.closed_through, "folded": self.folded}
 
     def load(self, state: dict) -> None:
         self.panes, self.series = state["panes"], state["series"]
         self._starts = sorted(self.panes)
         self.next_end, self.closed_through = state["next_end"], state["closed_through"]
+        self.folded = state.get("folded", 0)
 
     def last_end(self) -> int | None:
         """The end of the last window holding data (what ``finish`` closes up to)."""

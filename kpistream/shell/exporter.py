@@ -8,7 +8,7 @@ collector from a snapshot the daemon updates after each step, on a registry of i
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -90,6 +90,22 @@ def _add_band(families: dict[str, GaugeMetricFamily], labels: dict[str, str],
             families[name].add_sample(name, labels, x)
 
 
+class _FoldedCollector(Collector):
+    """``kpistream_kpi_series_folded_total``: what the cardinality guard folded, per KPI."""
+
+    def __init__(self) -> None:
+        self.folded: Callable[[], Mapping[str, int]] = dict
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "kpistream_kpi_series_folded",
+            "Batch rows of new label sets merged into the series __other__ because the KPI "
+            "had max_series series.", labels=["kpi"])
+        for kpi, n in sorted(self.folded().items()):
+            family.add_metric([kpi], n)
+        yield family
+
+
 class _NotifierCollector(Collector):
     """``kpistream_notifications_dropped_total`` and ``kpistream_notification_outbox``."""
 
@@ -149,9 +165,15 @@ class Exporter:
                                 "Anomaly feedback records applied by this worker, by result "
                                 "(accepted, already, unknown = another worker's series).",
                                 ["result"], registry=self.registry)
+        self._folded = _FoldedCollector()
+        self.registry.register(self._folded)
         self._notifier = _NotifierCollector()
         self.registry.register(self._notifier)
         self.use_rules(rules)
+
+    def watch_folded(self, folded: Callable[[], Mapping[str, int]]) -> None:
+        """Export the cardinality guard's folded rows per KPI, as ``folded()`` tells."""
+        self._folded.folded = folded
 
     def watch_notifier(self, notifier, outbox: Mapping) -> None:
         """Export what the alert notifier dropped (by reason) and the outbox size."""

@@ -61,6 +61,7 @@ class IngestService(mode.Service):
                              max_future_ms=settings.max_future)
         self._bootstrap = bootstrap
         self.exporter = exporter
+        exporter.watch_folded(lambda: {k: w.folded for k, w in self.engine.windows.items()})
         self.sinks = list(sinks)
         self.topics: dict[str, list[str]] = {}
         for source in rules.sources.values():

@@ -71,6 +71,8 @@ class IngestService(mode.Service):
         #: set once partitions are assigned and the first poll returned (readiness)
         self.polling = False
         self._last_poll: float | None = None
+        #: held while a batch is processed and checkpointed; on_stop waits for it
+        self._idle = asyncio.Lock()
         self._broker_answers = False
         self._lags: dict[TopicPartition, int] = {}
         #: other state checkpointed with the engine's (alert delivery), by name
@@ -103,6 +105,7 @@ class IngestService(mode.Service):
                  self.settings.group_id)
 
     async def on_stop(self) -> None:
+        await self._idle.acquire()  # let the batch in hand finish: its dead letters included
         if self.consumer is not None:
             if self.checkpoints is not None and self.offsets:
                 await self.checkpoint()
@@ -189,6 +192,8 @@ class IngestService(mode.Service):
         """Write the state and the offsets it covers as one checkpoint, then commit them."""
         assert self.checkpoints is not None and self.consumer is not None
         started = time.monotonic()
+        if self.dead_letters is not None:  # the offsets below cover these messages
+            await self.dead_letters.flush()
         state = {"engine": self.engine.snapshot(),
                  **{name: part.snapshot() for name, part in self.parts.items()}}
         for tp in self.consumer.assignment():  # quiet partitions too, so none is skipped
@@ -217,11 +222,14 @@ class IngestService(mode.Service):
                                                   max_records=self.settings.batch_max_records)
             self.polling = True
             self._last_poll = time.monotonic()
-            if self.pending_rules is not None:
-                await self.swap_rules(self.pending_rules)
-            await self.process(batches)
-            if self.checkpoints and time.monotonic() >= self._next_checkpoint:
-                await self.checkpoint()
+            async with self._idle:
+                if self.should_stop:
+                    break  # on_stop checkpoints what was processed
+                if self.pending_rules is not None:
+                    await self.swap_rules(self.pending_rules)
+                await self.process(batches)
+                if self.checkpoints and time.monotonic() >= self._next_checkpoint:
+                    await self.checkpoint()
 
     async def swap_rules(self, rules: RuleSet) -> None:
         """Run ``rules`` from now on; unchanged KPIs and alerts keep their state."""

@@ -47,4 +47,5 @@ class Settings(BaseSettings):
     feedback_topic: str = "kpistream-feedback"
     grafana_url: str | None = None
     alertmanager_url: str | None = Field(
-        None, description="http://HOST:PORT of an Alertmanager to forward alert state to")
+        None, pattern=r"^https?://[^/\s]+", description="http://HOST:PORT of an Alertmanager "
+        "to forward alert state to")

@@ -2,7 +2,8 @@
 
 Each closed window's value is judged against the series' learned band, then learned from,
 unless the window overlaps an excluded range (a holiday, a known event): there the model
-neither learns nor flags. A series' model is dropped once the series has been silent for
+neither learns nor judges (no band, score 0). A value that is not finite (an overflowed
+sum) is skipped. A series' model is dropped once the series has been silent for
 ``forget_after_ms`` (by default the longer of the KPI's ``series_ttl`` and eight days, so a
 weekly cycle survives a quiet weekend).
 
@@ -26,8 +27,8 @@ True
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import replace
 
 from kpistream.core.anomaly import AnomalyConfig, Judgement, SeriesDetector
 from kpistream.core.values import ClosedWindow, SeriesKey
@@ -73,12 +74,14 @@ class KpiAnomalies:
         excluded = self.excluded(window.start_ms, window.end_ms)
         verdicts: dict[SeriesKey, Judgement] = {}
         for key, value in window.values.items():
+            if not math.isfinite(value):
+                continue  # an overflowed sum: judged nothing, and not learnt
             detector = self.detectors.get(key)
             if detector is None:
                 detector = self.detectors[key] = SeriesDetector(self.config)
             verdict = detector.observe(window.end_ms, value, learn=not excluded)
-            if excluded:
-                verdict = replace(verdict, is_anomaly=False)
+            if excluded:  # a known event: no band, no score, no verdict
+                verdict = Judgement(None, None, None, 0.0, False, verdict.model)
             elif verdict.is_anomaly:
                 self._flag(key, window.end_ms, value)
             verdicts[key] = verdict

@@ -22,6 +22,7 @@ from kpistream.core.compile_alerts import (
     unknown_reference,
 )
 from kpistream.core.documents import Located, RuleDocument, check_timezone, iter_items
+from kpistream.core.durations import format_duration
 from kpistream.core.hints import did_you_mean
 from kpistream.core.known_events import CALENDARS, calendar_ranges
 from kpistream.core.ruleset import Kpi, RuleSet, Source, label_name
@@ -110,11 +111,16 @@ def _compile_kpi(item, sources, kpis, owners, fields, timezone, problems) -> Kpi
 def _anomaly(item, timezone: str, problems: list[Problem]) -> dict:
     """``anomaly:`` as the Kpi fields ``anomaly`` (model options) and ``anomaly_exclude``."""
     spec = item.spec.anomaly
-    seasonality = {"auto": None, "none": ()}.get(spec.seasonality, spec.seasonality)
+    step = item.spec.hop or item.spec.window
+    seasonality = _seasonality(spec.seasonality)
+    for period in seasonality or ():
+        if period < 4 * step:
+            problems.append(item.problem("anomaly", f"seasonality {format_duration(period)} "
+                                         "spans fewer than 4 windows of this KPI; use a "
+                                         "longer period or a shorter window"))
     config = AnomalyConfig(
         sensitivity=spec.sensitivity, direction=spec.direction, warmup=spec.warmup,
-        seasonality=None if seasonality is None else tuple(seasonality), timezone=timezone,
-        window_ms=item.spec.hop or item.spec.window)
+        seasonality=seasonality, timezone=timezone, window_ms=step)
     exclude: list[tuple[int, int]] = []
     for i, entry in enumerate(spec.exclude):
         where = (*item.loc, "anomaly", "exclude", i)
@@ -131,6 +137,19 @@ def _anomaly(item, timezone: str, problems: list[Problem]) -> dict:
             exclude.append((int(entry.starts.timestamp() * 1000),
                             int(entry.ends.timestamp() * 1000)))
     return {"anomaly": config, "anomaly_exclude": tuple(sorted(exclude))}
+
+
+def _seasonality(value: str | int | list[int]) -> tuple[int, ...] | None:
+    """``auto`` -> None (detected), ``none`` -> (), a period or a list -> the periods in ms.
+
+    >>> _seasonality("auto"), _seasonality("none"), _seasonality(86_400_000)
+    (None, (), (86400000,))
+    """
+    if value == "auto":
+        return None
+    if value == "none":
+        return ()
+    return tuple(value) if isinstance(value, list) else (value,)
 
 
 def _derived_kpi(item, kpis, common, problems) -> Kpi | None:

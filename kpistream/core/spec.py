@@ -86,7 +86,7 @@ class AnomalySpec(_Spec):
     sensitivity: Literal["low", "medium", "high"] = "medium"
     direction: Literal["up", "down", "both"] = "both"
     warmup: int | None = Field(default=None, ge=1, le=100_000)
-    seasonality: Literal["auto", "none"] | list[DurationMs] = "auto"
+    seasonality: Literal["auto", "none"] | DurationMs | list[DurationMs] = "auto"
     exclude: list[ExcludeSpec | str] = Field(default_factory=list)
 
 

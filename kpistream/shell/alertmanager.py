@@ -9,8 +9,11 @@ resolved it (kept and retried until Alertmanager takes it). Shadow-mode alerts
 restarted worker goes on re-posting what was firing.
 
 Labels: ``alertname``, ``kpi``, ``severity``, ``owner`` and the series' dimension labels, so
-Alertmanager routes can match on any of them. Annotations: ``summary``, ``description``
-(value, unit and condition), ``value``, and for anomaly alerts ``expected`` and ``band``.
+Alertmanager routes can match on any of them (a dimension named ``owner`` or ``alertname``
+gives way to kpistream's label). A post Alertmanager refuses (4xx) is logged and counted as
+``refused``, not retried; one that fails otherwise is retried at the next resend.
+Annotations: ``summary``, ``description`` (value, unit and condition), ``value``, and for
+anomaly alerts ``expected`` and ``band``.
 
 >>> from kpistream.core.notify.routing import _example
 >>> alert = alertmanager_alert(_example(), "")
@@ -65,7 +68,9 @@ def alertmanager_alert(event: AlertEvent, grafana_url: str) -> Payload:
         annotations["band"] = " .. ".join("" if x is None else format_value(x)
                                          for x in (band.lower, band.upper))
     alert: Payload = {"labels": labels, "annotations": annotations,
-                      "startsAt": rfc3339(event.since_ms),
+                      # events may be stamped ahead of the clock; Alertmanager refuses an
+                      # alert that starts after it ends
+                      "startsAt": rfc3339(min(event.since_ms, int(time.time() * 1000))),
                       "generatorURL": grafana_link(grafana_url, event) if grafana_url else ""}
     if event.state == "resolved":
         alert["endsAt"] = rfc3339(event.at_ms)
@@ -131,6 +136,13 @@ class AlertmanagerForwarder(mode.Service):
             return
         try:
             async with session.post(self.endpoint, json=alerts) as response:
+                if 400 <= response.status < 500:  # refused: sending it again cannot help
+                    self.posts.labels("refused").inc()
+                    log.error("Alertmanager at %s refused %d alert(s) (%d): %s", self.endpoint,
+                              len(alerts), response.status, (await response.text())[:500])
+                    for key in resolved:
+                        self.resolved.pop(key, None)
+                    return
                 if response.status >= 300:
                     raise aiohttp.ClientResponseError(response.request_info, (),
                                                       status=response.status,

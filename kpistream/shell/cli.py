@@ -323,7 +323,8 @@ def _feedback(args: argparse.Namespace) -> int:
     bootstrap, settings = _daemon_broker(args)
     log = FeedbackLog(bootstrap, settings.feedback_topic)
     asyncio.run(log.send(args.alert, comment=args.comment, by=args.by))
-    print(f"feedback on {args.alert} sent: its model learns that value as normal")
+    print(f"feedback on {args.alert} queued: the worker whose model flagged that window will "
+          "learn the value as normal (kpistream_anomaly_feedback_total shows it)")
     return 0
 
 

@@ -51,9 +51,15 @@ class _Snapshot(Collector):
         end = GaugeMetricFamily("kpistream_kpi_window_end_timestamp_seconds",
                                 "End time of the window behind kpistream_kpi_value.")
         bands = {name: GaugeMetricFamily(name, text) for name, (text, _) in BAND_METRICS.items()}
-        for name, series in self.values.items():
-            labels = self.rules.kpis[name].labels
+        rules = self.rules  # a reload may swap rules and values while a scrape runs
+        for name, series in list(self.values.items()):
+            kpi = rules.kpis.get(name)
+            if kpi is None:
+                continue
+            labels = kpi.labels
             for key, (v, end_ms, judgement) in list(series.items()):
+                if len(key) != len(labels):
+                    continue
                 sample_labels = {"kpi": name, **dict(zip(labels, key, strict=True))}
                 value.add_sample("kpistream_kpi_value", sample_labels, v)
                 end.add_sample("kpistream_kpi_window_end_timestamp_seconds", sample_labels,
@@ -74,6 +80,8 @@ class _Snapshot(Collector):
                 firing = {k for (a, s, k), v in self.firing.items()
                           if v and a == rule.name and s == severity}
                 for key in sorted(set(self.values.get(rule.kpi, {})) | firing):
+                    if len(key) != len(labels):
+                        continue  # a series of the KPI before a reload changed its by:
                     state = int(key in firing)
                     family.add_sample("kpistream_alert_firing", {
                         "alert": rule.name, "kpi": rule.kpi, "severity": severity,
@@ -181,8 +189,11 @@ class Exporter:
 
     def use_rules(self, rules: RuleSet) -> None:
         """Export for this rule set from now on (KPIs it no longer has disappear)."""
+        before = self.snapshot.rules.kpis
+        self.snapshot.values = {  # a KPI whose dimensions changed starts with no series
+            k: self.snapshot.values.get(k, {}) if k in before
+            and before[k].labels == kpi.labels else {} for k, kpi in rules.kpis.items()}
         self.snapshot.rules = rules
-        self.snapshot.values = {k: self.snapshot.values.get(k, {}) for k in rules.kpis}
         self.info.clear()
         self.info.labels(rules.version).set(1)
         self.kpi_info.clear()

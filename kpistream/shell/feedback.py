@@ -9,6 +9,7 @@ Applying a record twice (after a restart) changes nothing more.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -19,6 +20,8 @@ from kpistream.errors import UsageError
 from kpistream.shell.topics import RecordLog
 
 __all__ = ["FeedbackLog"]
+
+log = logging.getLogger("kpistream.feedback")
 
 
 class FeedbackLog:
@@ -40,8 +43,32 @@ class FeedbackLog:
     async def read_all(self) -> tuple[list[str], int]:
         """Every alert id given feedback so far, and the offset to follow from."""
         values, offset = await self.log.read_all()
-        return [orjson.loads(v)["alert_id"] for v in values], offset
+        return [i for i in map(_alert_id, values) if i is not None], offset
 
     async def follow(self, offset: int, apply: Callable[[str], None]) -> None:
         """Apply every alert id from ``offset`` on, forever (cancel to stop)."""
-        await self.log.follow(offset, lambda value: apply(orjson.loads(value)["alert_id"]))
+
+        def on_record(value: bytes) -> None:
+            alert_id = _alert_id(value)
+            if alert_id is not None:
+                apply(alert_id)
+
+        await self.log.follow(offset, on_record)
+
+
+def _alert_id(value: bytes) -> str | None:
+    """The alert id of a feedback record; None (logged) for a record that is not one.
+
+    >>> _alert_id(b'{"alert_id": "a:0123456789abcdef:1", "kind": "not_anomaly"}')
+    'a:0123456789abcdef:1'
+    >>> _alert_id(b"garbage") is None
+    True
+    """
+    try:
+        alert_id = orjson.loads(value)["alert_id"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        alert_id = None
+    if not isinstance(alert_id, str):
+        log.warning("feedback topic: skipped a record that is not feedback: %.200r", value)
+        return None
+    return alert_id

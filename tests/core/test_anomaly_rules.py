@@ -96,7 +96,8 @@ def test_an_excluded_day_neither_alerts_nor_teaches_the_model():
     assert step.transitions == []
     spike = next(w for w in step.windows if w.end_ms == SPIKE + STEP)
     verdict = spike.judgements[()]
-    assert spike.values[()] > verdict.upper and verdict.is_anomaly is False
+    assert (verdict.expected, verdict.upper, verdict.score, verdict.is_anomaly) == \
+        (None, None, 0.0, False)
     assert pickle.dumps(engine.anomalies["load"].detectors[()]) == model_before
 
 
@@ -186,3 +187,17 @@ def test_bad_anomaly_settings_are_reported_with_positions(anomaly, alert, messag
     with pytest.raises(RuleError) as e:
         load_rules_text(text)
     assert str(e.value.problems[0]) == message
+
+
+@pytest.mark.parametrize(("seasonality", "periods"), [
+    ("1d", (DAY,)), ("[1d, 1w]", (DAY, 7 * DAY)), ("none", ()), ("auto", None)])
+def test_seasonality_is_a_period_a_list_none_or_auto(seasonality, periods):
+    assert rules(f"{{seasonality: {seasonality}}}").kpis["load"].anomaly.seasonality == periods
+
+
+def test_a_season_shorter_than_four_windows_is_refused():
+    with pytest.raises(RuleError) as e:
+        rules("{seasonality: 15m}")
+    assert str(e.value.problems[0]) == (
+        'rules.yaml:5:15: kpi "load": seasonality 15m spans fewer than 4 windows of '
+        "this KPI; use a longer period or a shorter window")

@@ -8,8 +8,13 @@ import uuid
 
 import orjson
 from daemon_support import Daemon, poll, produce
+from prometheus_client import generate_latest
 
+from kpistream.core.engine import Step
+from kpistream.core.loader import load_rules_text
+from kpistream.core.values import ClosedWindow
 from kpistream.shell.broker import ensure_topics
+from kpistream.shell.exporter import Exporter
 
 T = 1_700_000_040_000
 MIN = 60_000
@@ -91,3 +96,13 @@ def test_a_changed_or_removed_alert_resolves_what_it_had_firing():
     (step,) = steps
     assert [(e.alert, e.state, e.at_ms, e.value) for e in step.transitions] == [
         ("few", "resolved", T + MIN, None)]
+
+
+def test_metrics_render_after_a_reload_changes_a_kpis_dimensions():
+    text = "sources: [{name: s, topic: t}]\nkpis: [{name: n, source: s, agg: count(), BY " \
+           "window: 1m}]\nalerts: [{name: a, kpi: n, when: value > 5}]\n"
+    exporter = Exporter(load_rules_text(text.replace("BY", "by: [region],")))
+    exporter.publish(Step(windows=[ClosedWindow("n", 0, 60_000, {("east",): 1.0})]))
+    exporter.use_rules(load_rules_text(text.replace("BY", "by: [region, channel],")))
+    scraped = generate_latest(exporter.registry).decode()
+    assert "kpistream_kpi_value" in scraped and 'region="east"' not in scraped

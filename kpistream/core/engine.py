@@ -180,6 +180,8 @@ class Engine:
                 by_kpi.setdefault(evaluator.rule.kpi, []).append(evaluator)
         self.alert_groups = {kpi: AlertGroup(kpi, group) for kpi, group in by_kpi.items()}
         self.composite = [e for e in self.alerts if e.rule.inputs]
+        #: feedback on windows not closed yet: alert id -> (kpi, window end)
+        self.pending_feedback: dict[str, tuple[str, int]] = {}
 
     def ingest(self, source: str, values: Sequence[bytes], now_ms: int | None = None, *,
                partition: int = 0) -> IngestResult:
@@ -276,10 +278,12 @@ class Engine:
                 self.anomalies[name].load(state)
 
     def feedback(self, alert_id: str) -> str:
-        """Feedback "not an anomaly" on an alert (its id as :func:`alert_id` made it): the
-        series' model learns the flagged window's value as normal.
+        """Feedback "not an anomaly" on an alert (its id as :attr:`AlertEvent.id` made it):
+        the series' model learns the flagged window's value as normal.
 
-        Returns ``accepted``, ``already`` or ``unknown`` (see :meth:`KpiAnomalies.accept`).
+        Returns ``accepted``, ``already``, ``unknown`` (see :meth:`KpiAnomalies.accept`), or
+        ``pending`` when the window is not closed here yet (feedback read at start, before
+        the replay from the checkpoint reaches it): it is tried again once it closes.
         """
         name, fp, end_ms = parse_alert_id(alert_id)
         rule = next((a for a in self.rules.alerts if a.name == name), None)
@@ -290,7 +294,12 @@ class Engine:
         for key in models.flagged_series():
             if fingerprint(name, tuple(sorted(zip(labels, key, strict=True)))) == fp:
                 return models.accept(key, end_ms)
+        closed = self.closed_through(rule.kpi)
+        if closed is None or closed < end_ms:
+            self.pending_feedback[alert_id] = (rule.kpi, end_ms)
+            return "pending"
         return "unknown"
+
     def closed_through(self, kpi: str) -> int | None:
         state = self.windows.get(kpi) or self.derived.get(kpi)
         return state.closed_through if state else None
@@ -316,7 +325,16 @@ class Engine:
             limits = {i: self.closed_through(i) for i in evaluator.inputs}
             step.transitions.extend(evaluator.evaluate(limits))
         step.transitions.sort(key=lambda e: e.at_ms)
+        self._retry_feedback()
         return step
+
+    def _retry_feedback(self) -> None:
+        """Apply pending feedback whose window has closed (else it was not this worker's)."""
+        for alert_id, (kpi, end_ms) in list(self.pending_feedback.items()):
+            closed = self.closed_through(kpi)
+            if closed is not None and closed >= end_ms:
+                del self.pending_feedback[alert_id]
+                self.feedback(alert_id)
 
     def _judged(self, window: ClosedWindow) -> ClosedWindow:
         models = self.anomalies.get(window.kpi)

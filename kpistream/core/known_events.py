@@ -21,7 +21,8 @@ from ruamel.yaml import YAML
 __all__ = ["CALENDARS", "calendar_ranges"]
 
 #: Built-in calendar name -> the package file holding it.
-CALENDARS = {"cn_holidays": "cn.yaml", "cn_shopping_festivals": "cn.yaml"}
+CALENDARS = {"cn_holidays": "cn.yaml", "cn_shopping_festivals": "cn.yaml",
+             "cn_workdays": "cn.yaml"}
 
 
 @functools.cache

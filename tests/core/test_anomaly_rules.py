@@ -150,6 +150,18 @@ def test_feedback_teaches_the_model_once():
         engine.feedback("odd")
 
 
+def test_feedback_read_before_its_window_is_replayed_applies_when_it_closes():
+    """After a restart, feedback is read before the replay from the checkpoint reaches it."""
+    firing = next(t for t in run(Engine(rules()), events()).transitions
+                  if t.state == "firing")
+    restarted = Engine(rules())
+    assert restarted.feedback(firing.id) == "pending"
+    run(restarted, events())
+    assert restarted.pending_feedback == {}
+    assert restarted.feedback(firing.id) == "already"  # applied when its window closed
+    assert Engine(rules()).feedback(firing.id.replace("odd", "nope")) == "unknown"
+
+
 def test_an_anomaly_alert_message_explains_the_verdict():
     engine = Engine(rules())
     firing = next(t for t in run(engine, events()).transitions if t.state == "firing")
@@ -170,7 +182,7 @@ def _shown(x: float) -> str:
 @pytest.mark.parametrize(("anomaly", "alert", "message"), [
     ("{exclude: [cn_holiday]}", "is_anomaly",
      'rules.yaml:5:26: kpi "load": unknown calendar "cn_holiday"; built-in calendars are '
-     'cn_holidays, cn_shopping_festivals (did you mean "cn_holidays"?)'),
+     'cn_holidays, cn_shopping_festivals, cn_workdays (did you mean "cn_holidays"?)'),
     ('{exclude: [{starts: "2024-01-02T00:00:00Z", ends: "2024-01-01T00:00:00Z"}]}',
      "is_anomaly", 'rules.yaml:5:26: kpi "load": an excluded range must end after it starts'),
     ("{sensitivity: extreme}", "is_anomaly",

@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -84,3 +86,54 @@ def produce(broker_url: str, topic: str, path: Path, *key: str) -> None:
     subprocess.run([sys.executable, "-m", "kpistream", "produce", "--broker", broker_url,
                     "--topic", topic, *key, str(path)], check=True, capture_output=True,
                    timeout=60)
+
+
+#: The shop of the live alert tests: orders per minute, an alert when fewer than 3.
+T = 1_700_000_040_000  # a minute boundary (2023-11-14T22:14:00Z)
+MIN = 60_000
+SHOP_RULES = """
+sources:
+  - {name: orders, topic: TOPIC, partitions: 1}
+kpis:
+  - {name: paid, title: Paid orders, unit: orders, source: orders, agg: count(), by: [region],
+     window: 1m, lateness: 0s, owner: ops}
+alerts:
+  - {name: too_few_orders, kpi: paid, when: value < 3, severity: critical,
+     summary: checkout may be broken}
+owners:
+  - name: ops
+    language: en
+    notify: ["${HOOK}", "${MAIL}"]
+"""
+
+
+class Shop:
+    """A rules directory, a topic, and a way to send a minute's orders."""
+
+    def __init__(self, broker, tmp_path: Path, http_receiver, smtp_receiver) -> None:
+        self.broker, self.tmp_path = broker, tmp_path
+        self.topic = f"alerts-{uuid.uuid4().hex[:8]}"
+        self.rules = tmp_path / "rules"
+        self.rules.mkdir()
+        (self.rules / "shop.yaml").write_text(SHOP_RULES.replace("TOPIC", self.topic))
+        self.env = {
+            "KPISTREAM_GROUP_ID": f"g-{self.topic}", "KPISTREAM_IDLE_TIMEOUT": "1h",
+            "KPISTREAM_CHECKPOINT_INTERVAL": "200ms",
+            "KPISTREAM_CHECKPOINT_TOPIC": f"cp-{self.topic}",
+            "KPISTREAM_DELIVERY_LOG_TOPIC": f"dl-{self.topic}",
+            "HOOK": f"json://{http_receiver.url.removeprefix('http://')}/hook",
+            "MAIL": (f"mailto://{smtp_receiver.user}:{smtp_receiver.password}@127.0.0.1:"
+                     f"{smtp_receiver.port}?mode=insecure&to=ops@example.com"
+                     "&from=kpistream@example.com"),
+        }
+        self.sent = 0
+
+    def daemon(self) -> Daemon:
+        return Daemon(self.rules, self.broker.url, self.env)
+
+    def minute(self, index: int, orders: int) -> None:
+        path = self.tmp_path / f"m{index}-{self.sent}.jsonl"
+        path.write_bytes(b"".join(orjson.dumps({"ts": T + index * MIN + i, "region": "east"})
+                                  + b"\n" for i in range(orders)))
+        produce(self.broker.url, self.topic, path)
+        self.sent += orders

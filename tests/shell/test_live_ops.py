@@ -7,27 +7,12 @@ import json
 import subprocess
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
-import orjson
 import pytest
-from daemon_support import Daemon, free_port, poll, produce
+from daemon_support import Shop, free_port, poll
 
-T = 1_700_000_040_000  # a minute boundary
-MIN = 60_000
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
-RULES = """
-sources: [{name: orders, topic: TOPIC, partitions: 1}]
-kpis:
-  - {name: paid, title: Paid orders, unit: orders, source: orders, agg: count(), by: [region],
-     window: 1m, lateness: 0s, owner: ops}
-alerts:
-  - {name: too_few_orders, kpi: paid, when: value < 3, severity: critical,
-     summary: checkout may be broken}
-owners:
-  - {name: ops, notify: []}
-"""
 
 
 def get(url: str) -> tuple[int, object]:
@@ -63,32 +48,20 @@ def our_alerts(url: str) -> list[dict]:
     return [a for a in alerts if a["labels"].get("alertname") == "too_few_orders"]
 
 
-async def test_probes_and_alertmanager_follow_the_alert(broker, tmp_path, alertmanager):
-    topic = f"ops-{uuid.uuid4().hex[:8]}"
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "shop.yaml").write_text(RULES.replace("TOPIC", topic))
+async def test_probes_and_alertmanager_follow_the_alert(broker, tmp_path, alertmanager,
+                                                        http_receiver, smtp_receiver):
+    shop = Shop(broker, tmp_path, http_receiver, smtp_receiver)
+    shop.env.update(MAIL="", KPISTREAM_ALERTMANAGER_URL=alertmanager)
     await poll(lambda: _up(alertmanager), deadline_s=30, what="Alertmanager to start")
-    daemon = Daemon(rules, broker.url, {
-        "KPISTREAM_GROUP_ID": f"g-{topic}", "KPISTREAM_IDLE_TIMEOUT": "1h",
-        "KPISTREAM_CHECKPOINT_TOPIC": f"cp-{topic}", "KPISTREAM_DELIVERY_LOG_TOPIC": f"dl-{topic}",
-        "KPISTREAM_ALERTMANAGER_URL": alertmanager})
+    daemon = shop.daemon()
     base = f"http://127.0.0.1:{daemon.port}"
     try:
         _, body = await poll(lambda: _ready(base), deadline_s=60, what="/readyz")
         assert body == {"ready": True, "checks": {"rules_loaded": True, "broker_connected": True,
                                                   "partitions_assigned": True}}
         assert get(f"{base}/healthz") == (200, {"alive": True})
-
-        def minute(index: int, orders: int) -> None:
-            path = tmp_path / f"m{index}.jsonl"
-            path.write_bytes(b"".join(orjson.dumps({"ts": T + index * MIN + i,
-                                                    "region": "east"}) + b"\n"
-                                      for i in range(orders)))
-            produce(broker.url, topic, path)
-
         for index, orders in enumerate([5, 1, 5]):  # minute 1 has too few orders
-            minute(index, orders)
+            shop.minute(index, orders)
         (alert,) = await poll(lambda: our_alerts(alertmanager), deadline_s=60,
                               what="the alert in Alertmanager")
         assert alert["labels"] == {"alertname": "too_few_orders", "kpi": "paid",
@@ -98,7 +71,7 @@ async def test_probes_and_alertmanager_follow_the_alert(broker, tmp_path, alertm
         assert alert["startsAt"].startswith("2023-11-14T22:15:00")
         assert alert["status"]["state"] == "active"
 
-        minute(3, 5)  # closes minute 2 (5 orders): resolved
+        shop.minute(3, 5)  # closes minute 2 (5 orders): resolved
         await poll(lambda: not our_alerts(alertmanager), deadline_s=60,
                    what="the alert to resolve in Alertmanager")
         assert daemon.value("kpistream_alertmanager_posts_total", result="sent") >= 2

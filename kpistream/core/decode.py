@@ -1,9 +1,12 @@
 """Decode a batch of raw JSON messages into one polars frame, setting invalid ones aside.
 
 The fast path hands the whole batch to polars' NDJSON reader with the source's schema (only
-the fields its KPIs read, with their types). When polars rejects the batch, it is split in
-halves until each bad message stands alone, so one bad event costs ``log2(batch)`` extra
-parses and every message is judged by the same reader whatever batch it came in.
+the fields its KPIs read, with their types). When polars rejects the batch, a screen with
+orjson first sets aside the messages polars is known to reject (not JSON, not an object, a
+number field holding a string, boolean, list or object), so a flood of garbage costs one
+orjson parse each; the rest is split in halves until each bad message stands alone. A
+message is judged the same whatever batch it came in: the screen only takes what polars
+would refuse alone, and runs whenever the batch is refused.
 
 >>> from kpistream.core.expr import FieldType
 >>> d = Decoder("ts", {"amount": FieldType.NUMBER, "region": FieldType.STRING})
@@ -22,6 +25,7 @@ import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import orjson
 import polars as pl
 
 from kpistream.core.expr import FieldType
@@ -65,6 +69,9 @@ class Decoder:
     def __init__(self, time_field: str, fields: Mapping[str, FieldType]) -> None:
         self.time_field = time_field
         self.schema = _schema({**fields, time_field: FieldType.STRING}, time_field)
+        #: top-level number fields, which the screen checks
+        self.numbers = [n for n, kind in fields.items()
+                        if kind is FieldType.NUMBER and "." not in n and n != time_field]
         self.time_column = field_column(time_field)
 
     def decode(self, values: Sequence[bytes], *, max_time_ms: int | None = None) -> Decoded:
@@ -75,7 +82,15 @@ class Decoder:
         if whole is not None:
             frames.append(whole)
         else:
-            self._parse([_one_line(v) for v in values], 0, frames, invalid)
+            lines = [_one_line(v) for v in values]
+            kept = []
+            for index, line in enumerate(lines):
+                reason = self._screen(line)
+                if reason is None:
+                    kept.append((index, line))
+                else:
+                    invalid.append((index, reason))
+            self._parse(kept, frames, invalid)
         frame = pl.concat(frames) if len(frames) > 1 else frames[0] if frames else None
         if frame is None:
             return Decoded(self._empty(), sorted(invalid))
@@ -99,28 +114,48 @@ class Decoder:
             return None
         return frame.with_row_index("__row") if frame.height == len(values) else None
 
-    def _parse(self, values: list[bytes | None], offset: int, frames: list[pl.DataFrame],
+    def _screen(self, line: bytes | None) -> str | None:
+        """Why polars would refuse this message on its own, when orjson can tell; else None.
+
+        Not a JSON text (unless it has ``\\u`` escapes: polars takes lone surrogates that
+        orjson refuses), not an object, or a number field that holds a string, boolean,
+        list or object.
+        """
+        if line is None:
+            return "not a JSON object: empty message"
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            return None if b"\\u" in line else f"not a JSON object; {str(e)[:200]}"
+        if not isinstance(event, dict):
+            return f"not a JSON object; a JSON {type(event).__name__}"
+        for name in self.numbers:
+            value = event.get(name)
+            if isinstance(value, str | bool | list | dict):
+                return (f'a field has the wrong type; "{name}" should be a number, got '
+                        f"{type(value).__name__} {str(value)[:40]!r}")
+        return None
+
+    def _parse(self, items: list[tuple[int, bytes]], frames: list[pl.DataFrame],
                invalid: list[tuple[int, str]]) -> None:
-        if not values:
-            return
-        if len(values) == 1 and values[0] is None:
-            invalid.append((offset, "not a JSON object: empty message"))
+        """Parse ``(batch index, line)`` items with polars, halving around bad ones."""
+        if not items:
             return
         try:
-            if any(v is None for v in values):
-                raise pl.exceptions.ComputeError("empty message in batch")
-            frame = pl.read_ndjson(io.BytesIO(b"\n".join(values)), schema=self.schema)
-            if frame.height != len(values):
+            frame = pl.read_ndjson(io.BytesIO(b"\n".join(line for _, line in items)),
+                                   schema=self.schema)
+            if frame.height != len(items):
                 raise pl.exceptions.ComputeError("line count mismatch")
         except (pl.exceptions.PolarsError, ValueError, OverflowError) as e:
-            if len(values) == 1:
-                invalid.append((offset, _reason(e)))
+            if len(items) == 1:
+                invalid.append((items[0][0], _reason(e)))
                 return
-            half = len(values) // 2
-            self._parse(values[:half], offset, frames, invalid)
-            self._parse(values[half:], offset + half, frames, invalid)
+            half = len(items) // 2
+            self._parse(items[:half], frames, invalid)
+            self._parse(items[half:], frames, invalid)
             return
-        frames.append(frame.with_row_index("__row", offset))
+        rows = pl.Series("__row", [index for index, _ in items], dtype=pl.UInt32)
+        frames.append(frame.with_columns(rows).select("__row", *frame.columns))
 
     def _time_problems(self, bad: pl.DataFrame, max_time_ms: int | None) -> list[tuple[int, str]]:
         out = []

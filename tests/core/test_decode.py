@@ -101,6 +101,20 @@ def test_any_mix_keeps_exactly_the_valid_messages(batch):
         assert batch[i] not in {valid(n) for n in range(1001)}
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 1000).map(valid), hostile,
+                          st.just(b'{"ts": 1700000000, "region": "\\ud800"}')),
+                min_size=1, max_size=30))
+def test_a_message_is_judged_alone_as_in_any_batch(batch):
+    """Verdict and reason do not depend on the batch (the orjson screen runs only when
+    polars refuses a batch, and takes only what polars refuses alone)."""
+    together = decoder().decode(batch)
+    reasons = dict(together.invalid)
+    for i, raw in enumerate(batch):
+        alone = decoder().decode([raw])
+        assert dict(alone.invalid).get(0) == reasons.get(i), raw
+
+
 def test_absurd_numeric_times_are_invalid_not_a_crash():
     out = decoder().decode([b'{"ts": "1E100"}', b'{"ts": 1e300}', b'{"ts": -1e20}', valid(1)])
     assert [i for i, _ in out.invalid] == [0, 1, 2]

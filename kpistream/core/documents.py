@@ -155,7 +155,7 @@ def check_timezone(docs: list[RuleDocument], problems: list[Problem]) -> str:
             continue
         try:
             ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # "Asia" is a folder of tzdata
             problems.append(doc.at(("timezone",), f'unknown timezone "{tz}"; expected an IANA '
                                    "name such as Asia/Shanghai or UTC"))
             continue

@@ -180,3 +180,22 @@ def test_a_rule_test_with_a_bad_time_is_reported_not_a_traceback(tmp_path):
     assert b"invalid rule tests: tests.0.kpis.0.at: Value error, expected an RFC 3339 time" \
         in done.stderr
     assert b"Traceback" not in done.stderr
+
+
+def test_bad_feedback_ids_and_alertmanager_urls_are_refused_with_a_message(tmp_path):
+    import os
+
+    feedback = kpistream("feedback", "--alert", "gmv_odd", "--not-anomaly", "--broker",
+                         "kafka://127.0.0.1:9")
+    assert feedback.returncode == 2
+    assert b'alert id "gmv_odd": expected ALERT:FINGERPRINT:SECONDS' in feedback.stderr
+    run = subprocess.run(
+        [sys.executable, "-m", "kpistream", "run", "--rules", str(GOLDEN / "rules.yaml"),
+         "--broker", "kafka://127.0.0.1:9"],
+        env={**os.environ, "KPISTREAM_ALERTMANAGER_URL": "alertmanager:9093"},
+        capture_output=True, timeout=60)
+    assert run.returncode == 2
+    assert b"invalid setting: KPISTREAM_ALERTMANAGER_URL: String should match pattern" \
+        in run.stderr
+    for done in (feedback, run):
+        assert b"Traceback" not in done.stderr

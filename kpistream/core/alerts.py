@@ -272,7 +272,7 @@ def _band(judgement: Judgement | None) -> Band | None:
     if judgement is None or judgement.expected is None:
         return None
     return Band(judgement.expected, judgement.lower, judgement.upper, judgement.score,
-                judgement.model)
+                judgement.model, judgement.is_anomaly)
 
 
 def _condition_text(rule: Alert, severity: str) -> str:

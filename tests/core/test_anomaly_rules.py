@@ -174,6 +174,15 @@ def test_an_anomaly_alert_message_explains_the_verdict():
     assert f"kpistream feedback --alert {firing.id} --not-anomaly" in en
 
 
+def test_a_threshold_alert_on_an_anomaly_kpi_shows_the_band_but_offers_no_feedback():
+    threshold = load_rules_text(RULES.replace("ANOMALY", "{}").replace(
+        "when: is_anomaly", "when: value > 125"))
+    firing = next(t for t in run(Engine(threshold), events()).transitions
+                  if t.state == "firing" and t.band is not None and not t.band.flagged)
+    text = render(Notification("n1", "ops", (), "en", (firing,), firing.at_ms)).text
+    assert "Expected: " in text and "kpistream feedback" not in text
+
+
 def _shown(x: float) -> str:
     from kpistream.core.notify.render import format_value
     return format_value(x)

@@ -42,6 +42,8 @@ class Band:
     upper: float | None
     score: float
     model: str
+    #: the model flagged the window (feedback can then say it was no anomaly)
+    flagged: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,7 +121,7 @@ def _block(e: AlertEvent, n: Notification, words: dict[str, str], grafana_url: s
                           f"({words['condition']}: {e.condition})"))
     if e.band is not None:
         fields.append((words["expected"], _band_text(e, words)))
-        if e.state == "firing":
+        if e.state == "firing" and e.band.flagged:
             fields.append((words["feedback"],
                            f"kpistream feedback --alert {e.id} --not-anomaly"))
     since = f"{_local_time(e.since_ms, n.timezone)}{words['sep']}{words['lasted']} " \

@@ -4,11 +4,12 @@ Synchronous and clock-free: the caller passes processing time (``now_ms``) when 
 ``kpistream run`` feeds it Kafka batches, ``kpistream backtest`` file batches; nothing else
 differs, so both give the same numbers.
 
-Watermarks are per source (see :mod:`kpistream.core.watermarks`): the smallest of its
-partitions' largest event times. An event is *late* for a KPI when it is older than
-``watermark - lateness`` at its arrival; a window closes when its end is at or before
-``watermark - lateness``. Partitions quiet for ``idle_timeout_ms`` of processing time are left
-out, so windows still close when traffic stops.
+Two stages, which one process runs back to back and a consumer group runs apart (see
+``kpistream.shell.ingest``): stage one (:mod:`kpistream.core.partials`) aggregates each
+source partition's events into panes and hands on the panes that are final; stage two, the
+engine proper, merges every partition's panes into windows (:meth:`Engine.merge`), closes
+them when the source's watermark (:mod:`kpistream.core.watermarks`) passes their end plus
+the KPI's lateness, and runs derived KPIs, anomaly models and alerts on the closed windows.
 
 >>> from kpistream.core.loader import load_rules_text
 >>> rules = load_rules_text('''
@@ -28,34 +29,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-import polars as pl
-
 from kpistream.core.alerts import CHART_POINTS, AlertEvaluator, AlertGroup
 from kpistream.core.anomalies import EIGHT_DAYS_MS, KpiAnomalies
 from kpistream.core.baselines import KpiHistory
-from kpistream.core.decode import Decoder, field_column
 from kpistream.core.derived import DerivedWindows
 from kpistream.core.notify.model import AlertEvent, fingerprint, parse_alert_id
-from kpistream.core.ruleset import Kpi, RuleSet, Source
+from kpistream.core.partials import IngestResult, PaneBatch, SourcePartitions
+from kpistream.core.ruleset import Kpi, RuleSet
 from kpistream.core.values import ClosedWindow
-from kpistream.core.watermarks import Watermarks
+from kpistream.core.watermarks import Watermark
 from kpistream.core.windows import KpiWindows
 
 __all__ = ["Engine", "IngestResult", "Step"]
 
 FOREVER_MS = 2**62
-SNAPSHOT_VERSION = 2
-
-
-@dataclass
-class IngestResult:
-    """How a batch's events were counted, and why the invalid ones were rejected."""
-
-    ok: int = 0
-    invalid: int = 0
-    late: int = 0
-    filtered: int = 0
-    rejected: list[tuple[int, str]] = field(default_factory=list)
+SNAPSHOT_VERSION = 3
 
 
 @dataclass
@@ -66,95 +54,6 @@ class Step:
     transitions: list[AlertEvent] = field(default_factory=list)
 
 
-class SourceRunner:
-    """Decodes one source's batches and keeps the window state of its KPIs."""
-
-    def __init__(self, source: Source, kpis: list[Kpi], idle_timeout_ms: int) -> None:
-        self.source = source
-        self.kpis = kpis
-        self.decoder = Decoder(source.time_field, source.fields)
-        self.windows = {
-            k.name: KpiWindows(k.name, k.agg, k.calendar, k.series_ttl_ms, len(k.by),
-                               max_series=k.max_series)
-            for k in kpis
-        }
-        self.max_lateness_ms = max((k.lateness_ms for k in kpis), default=0)
-        self.watermarks = Watermarks(idle_timeout_ms)
-
-    @property
-    def watermark(self) -> int | None:
-        return self.watermarks.current
-
-    def ingest(self, batches: Sequence[tuple[int, Sequence[bytes]]], now_ms: int | None,
-               max_future_ms: int) -> IngestResult:
-        """Ingest ``(partition, messages)`` batches as one: decoded and aggregated together.
-
-        ``rejected`` indexes count through the batches in order.
-        """
-        values = [v for _, messages in batches for v in messages]
-        max_time = None if now_ms is None else now_ms + max_future_ms
-        decoded = self.decoder.decode(values, max_time_ms=max_time)
-        result = IngestResult(invalid=len(decoded.invalid), rejected=decoded.invalid)
-        frame = decoded.frame
-        if frame.height:
-            partitions = pl.concat([pl.repeat(p, len(m), dtype=pl.Int32, eager=True)
-                                    for p, m in batches])
-            frame = frame.with_columns(partitions.gather(frame["__row"]).alias("__part"))
-            self._aggregate(frame, result, self._event_watermarks(
-                {p for p, _ in batches}, now_ms))
-            highs = frame.group_by("__part").agg(pl.col("__ts").max()).iter_rows()
-            self.watermarks.observe(dict(highs), now_ms)
-        return result
-
-    def _event_watermarks(self, partitions: set[int], now_ms: int | None) -> pl.Expr:
-        """The watermark each event meets when it arrives.
-
-        Its own partition's running maximum (from before the batch on), capped by the other
-        live partitions' progress before the batch, and never below the watermark already
-        reached (windows up to it are closed). A live partition without data caps at -inf:
-        then only the reached watermark counts.
-        """
-        own = {p: self.watermarks.high(p) for p in partitions}
-        floor = {p: float(self.watermarks.others_floor(p, now_ms)) for p in partitions}
-        part = pl.col("__part")
-        running = pl.max_horizontal(
-            pl.col("__ts").cum_max().over("__part"),
-            part.replace_strict(own, default=None, return_dtype=pl.Int64))
-        capped = pl.min_horizontal(running.cast(pl.Float64),
-                                   part.replace_strict(floor, return_dtype=pl.Float64))
-        if self.watermark is not None:
-            capped = pl.max_horizontal(capped, pl.lit(float(self.watermark)))
-        return capped
-
-    def _aggregate(self, frame: pl.DataFrame, result: IngestResult, watermarks: pl.Expr
-                   ) -> None:
-        ts, wm = pl.col("__ts"), pl.col("__wm")
-        lazy = frame.lazy().with_columns(watermarks.alias("__wm"))
-        queries = [self._query(lazy, k) for k in self.kpis]
-        on_time = ts >= wm - self.max_lateness_ms
-        matched = pl.any_horizontal([_where(k) for k in self.kpis]) if self.kpis else pl.lit(False)
-        counts = lazy.select((~on_time).sum().alias("late"), (on_time & matched).sum().alias("ok"))
-        *groups, totals = pl.collect_all([*queries, counts])
-        for kpi, grouped in zip(self.kpis, groups, strict=True):
-            self.windows[kpi.name].add(grouped.rows())
-        result.late, result.ok = totals.row(0)
-        result.filtered = frame.height - result.late - result.ok
-
-    @staticmethod
-    def _query(lazy: pl.LazyFrame, kpi: Kpi) -> pl.LazyFrame:
-        ts = pl.col("__ts")
-        keep = (ts >= pl.col("__wm") - kpi.lateness_ms) & _where(kpi)
-        keys = [kpi.calendar.pane_starts(ts).alias("__pane")]
-        keys += [field_column(f).fill_null("").alias(f"__by{i}") for i, f in enumerate(kpi.by)]
-        column = field_column(kpi.agg.field) if kpi.agg.field else pl.lit(None)
-        partials = [e.alias(f"__p{i}") for i, e in enumerate(kpi.agg.partial_exprs(column))]
-        return lazy.filter(keep).group_by(keys).agg(partials)
-
-
-def _where(kpi: Kpi) -> pl.Expr:
-    return pl.lit(True) if kpi.where is None else kpi.where.fill_null(False)
-
-
 class Engine:
     """Runs a rule set over batches of events from any number of sources."""
 
@@ -163,9 +62,18 @@ class Engine:
         self.rules = rules
         self.idle_timeout_ms = idle_timeout_ms
         self.max_future_ms = max_future_ms
-        self.sources = {n: SourceRunner(s, rules.kpis_of(n), idle_timeout_ms)
+        #: stage one, for sources read in this process (backtests, tests, one worker)
+        self.sources = {n: SourcePartitions(s, rules.kpis_of(n), idle_timeout_ms)
                         for n, s in rules.sources.items()}
-        self.windows = {k: w for r in self.sources.values() for k, w in r.windows.items()}
+        #: stage two: each source's watermark from its partitions' markers
+        self.watermarks = {n: Watermark() for n in rules.sources}
+        self.windows = {
+            k.name: KpiWindows(k.name, k.agg, k.calendar, k.series_ttl_ms, len(k.by),
+                               max_series=k.max_series)
+            for k in rules.kpis.values() if not k.derived}
+        #: final panes that came after their window had closed (their partition was idle,
+        #: or unread for a while), per KPI
+        self.late_panes = dict.fromkeys(self.windows, 0)
         self.derived = {k.name: _derived(k, rules) for k in rules.kpis.values() if k.derived}
         self.histories = _histories(rules)
         self.anomalies = {
@@ -194,24 +102,84 @@ class Engine:
         return self.sources[source].ingest(batches, now_ms, self.max_future_ms)
 
     def assign(self, source: str, partitions: Iterable[int], now_ms: int | None = None) -> None:
-        """The partitions of ``source`` this worker reads (after a rebalance)."""
-        self.sources[source].watermarks.assign(partitions, now_ms)
+        """The partitions of ``source`` this process reads (after a rebalance)."""
+        partitions = list(partitions)
+        self.sources[source].assign(partitions, now_ms)
+        self.watermarks[source].expect(partitions)
+
+    def expect(self, source: str, partitions: Iterable[int]) -> None:
+        """Every partition of ``source``, read here or elsewhere: windows wait for each."""
+        self.watermarks[source].expect(partitions)
+
+    def watermark(self, source: str) -> int | None:
+        return self.watermarks[source].current
+
+    def folded(self) -> dict[str, int]:
+        """Rows of new label sets folded into ``__other__`` since start, per aggregated KPI
+        (by either stage's cardinality guard)."""
+        folded = {name: w.folded for name, w in self.windows.items()}
+        for stage in self.sources.values():
+            for name, count in stage.folded.items():
+                folded[name] += count
+        return folded
+
+    def merge(self, batches: Iterable[PaneBatch]) -> None:
+        """Take final panes from stage one (here or any worker's), each exactly once.
+
+        A batch's panes that end at or before its partition's previous progress minus the
+        KPI's lateness were merged before (a partition replayed from a checkpoint repeats
+        them) and are skipped; panes of windows closed already are counted in
+        :attr:`late_panes`.
+        """
+        for batch in batches:
+            watermark = self.watermarks.get(batch.source)
+            if watermark is None:
+                continue  # a source removed by a reload
+            before = watermark.progress(batch.partition)
+            for name, rows in batch.rows.items():
+                windows = self.windows.get(name)
+                if windows is not None:
+                    windows.add(self._fresh(name, windows, rows, before))
+            watermark.update(batch.partition, batch.marker)
+
+    def _fresh(self, name: str, windows: KpiWindows, rows: list[tuple], before: int | None
+               ) -> list[tuple]:
+        pane_end = windows.calendar.pane_end
+        if before is not None:
+            seen = before - self.rules.kpis[name].lateness_ms
+            rows = [row for row in rows if pane_end(row[0]) > seen]
+        closed = windows.closed_through
+        if closed is None or not rows:
+            return rows
+        fresh = [row for row in rows if pane_end(row[0]) > closed]
+        self.late_panes[name] += len(rows) - len(fresh)
+        return fresh
 
     def advance(self, now_ms: int | None = None) -> Step:
-        """Close every window the watermarks allow (idle partitions left out, given ``now_ms``)."""
-        for runner in self.sources.values():
-            runner.watermarks.advance(now_ms)
+        """Hand on the panes this process's partitions made final, and close every window the
+        watermarks allow (idle partitions left out, given ``now_ms``)."""
+        for stage in self.sources.values():
+            self.merge(stage.flush(now_ms))
         step = Step()
-        for runner in self.sources.values():
-            if runner.watermark is None:
+        for source, watermark in self.watermarks.items():
+            if watermark.current is None:
                 continue
-            for kpi in runner.kpis:
-                limit = runner.watermark - kpi.lateness_ms
+            cap = watermark.cap
+            for kpi in self.rules.kpis_of(source):
+                limit = watermark.current - kpi.lateness_ms
+                if cap is not None:
+                    limit = min(limit, cap - 1)
                 step.windows.extend(self.windows[kpi.name].close(limit))
         return self._downstream(step)
 
     def finish(self) -> Step:
         """End of input (backtest): close every window that holds data."""
+        for stage in self.sources.values():
+            for batch in stage.flush(None):
+                self.merge([batch])
+            for number, partition in stage.partitions.items():
+                rows = {name: held.take(FOREVER_MS) for name, held in partition.held.items()}
+                self.merge([PaneBatch(stage.source.name, number, partition.marker(), rows)])
         step = Step()
         for windows in self.windows.values():
             last = windows.last_end()
@@ -241,7 +209,8 @@ class Engine:
                  for name, d in self.derived.items()}
         return {
             "version": SNAPSHOT_VERSION,
-            "sources": {n: r.watermarks.state() for n, r in self.sources.items()},
+            "sources": {n: {"partitions": stage.state(), "watermark": self.watermarks[n].state()}
+                        for n, stage in self.sources.items()},
             "kpis": kpis,
             "alerts": {e.rule.name: (e.rule.signature, e.state()) for e in self.alerts},
             "histories": {k: (self.rules.kpis[k].signature, h.state())
@@ -257,7 +226,8 @@ class Engine:
                              f"{SNAPSHOT_VERSION}; start without it")
         for name, state in snapshot["sources"].items():
             if name in self.sources:
-                self.sources[name].watermarks.load(state)
+                self.sources[name].load(state["partitions"])
+                self.watermarks[name].load(state["watermark"])
         for name, (signature, state) in snapshot["kpis"].items():
             kpi = self.rules.kpis.get(name)
             if kpi is None or kpi.signature != signature:

@@ -1,108 +1,138 @@
-"""Event-time progress of one source, per partition, and the watermark it allows.
+"""Event-time progress: of one partition (where its panes become final), and of a source
+(the watermark that closes windows once every partition has passed them).
 
-The watermark is the *smallest* of the partitions' largest event times: a partition that lags
-(a backlog read one partition at a time, a slow producer) holds windows open instead of making
-its events late. A partition quiet for ``idle_timeout_ms`` of processing time is left out, and
-when every partition is quiet the watermark moves on with the clock, so windows still close
-when traffic stops. Without a clock (backtests) no partition is ever idle.
+A partition's *progress* is the largest event time it has brought. When it has been quiet for
+``idle_timeout_ms`` of processing time it is *idle*: its progress moves on with the clock, so
+its panes still become final when traffic stops. Without a clock (backtests) nothing is idle.
 
->>> w = Watermarks(idle_timeout_ms=10_000)
->>> w.assign([0, 1], now_ms=0)
->>> w.observe({0: 5_000}, now_ms=1)
->>> print(w.current)  # partition 1 has no data yet: nothing is final
+A source's watermark is the *smallest* progress of its live partitions: a partition that lags
+(a backlog read one partition at a time, a slow producer, a partition whose worker died and
+has not been taken over yet) holds windows open instead of making its events late. Idle
+partitions are left out, except that a window cannot close before the panes an idle partition
+still holds are final (``cap``). When every partition is idle, the largest progress counts.
+
+>>> p = PartitionProgress()
+>>> p.observe(5_000, now_ms=1)
+>>> p.tick(now_ms=10_000, idle_timeout_ms=10_000), p.progress
+(False, 5000)
+>>> p.tick(now_ms=10_001, idle_timeout_ms=10_000), p.progress  # quiet: the clock moves it
+(True, 15000)
+>>> w = Watermark()
+>>> w.expect([0, 1])
+>>> w.update(0, Marker(progress=5_000))
+>>> print(w.current)  # partition 1 has said nothing yet: nothing is final
 None
->>> w.observe({1: 3_000}, now_ms=2)
+>>> w.update(1, Marker(progress=3_000))
 >>> w.current
 3000
->>> w.advance(now_ms=10_001)  # partition 0 quiet since 1: left out; 1 still holds
->>> w.current
-3000
->>> w.advance(now_ms=10_002)  # both quiet: the clock moves the watermark on
->>> w.current
-15000
+>>> w.update(1, Marker(progress=4_000, idle=True, held_from=60_000))
+>>> w.current, w.cap  # 1 is idle (left out) but holds a pane ending at 60 s
+(5000, 60000)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Watermarks"]
+__all__ = ["Marker", "PartitionProgress", "Watermark"]
 
 
 @dataclass
-class _Partition:
+class PartitionProgress:
+    """Progress of one source partition, as the worker that reads it sees it."""
+
     high: int | None = None  # largest event time seen
     last_arrival_ms: int | None = None  # processing time of the last events, or of assignment
+    progress: int | None = None  # monotone: the high, or beyond it with the clock when idle
+    idle: bool = False
+
+    def observe(self, high: int, now_ms: int | None) -> None:
+        """Events up to ``high`` arrived."""
+        self.high = high if self.high is None else max(self.high, high)
+        self.progress = self.high if self.progress is None else max(self.progress, self.high)
+        self.idle = False
+        if now_ms is not None:
+            self.last_arrival_ms = now_ms
+
+    def tick(self, now_ms: int | None, idle_timeout_ms: int) -> bool:
+        """Let the clock move an idle partition on; returns whether it is idle."""
+        if now_ms is None or self.last_arrival_ms is None:
+            return self.idle
+        quiet = now_ms - self.last_arrival_ms
+        self.idle = quiet >= idle_timeout_ms
+        if self.idle and self.high is not None:
+            self.progress = max(self.progress or self.high, self.high + quiet)
+        return self.idle
+
+    def state(self) -> tuple:
+        return self.high, self.last_arrival_ms, self.progress, self.idle
+
+    @classmethod
+    def loaded(cls, state: tuple) -> PartitionProgress:
+        return cls(*state)
 
 
-class Watermarks:
-    """Per-partition progress of one source; ``current`` is monotone."""
+@dataclass(frozen=True)
+class Marker:
+    """What a partition's reader last reported: its progress, whether it is idle, and the
+    end of the earliest pane it still holds (``None``: none)."""
 
-    def __init__(self, idle_timeout_ms: int) -> None:
-        self.idle_timeout_ms = idle_timeout_ms
-        self.partitions: dict[int, _Partition] = {}
+    progress: int | None
+    idle: bool = False
+    held_from: int | None = None
+
+
+class Watermark:
+    """A source's watermark from its partitions' markers; ``current`` is monotone."""
+
+    def __init__(self) -> None:
+        self.markers: dict[int, Marker] = {}
         self.current: int | None = None
 
-    def assign(self, partitions: Iterable[int], now_ms: int | None) -> None:
-        """The partitions this worker reads now; new ones hold the watermark until data or idle."""
+    def expect(self, partitions: Iterable[int]) -> None:
+        """The source's partitions: one that has said nothing yet holds the watermark."""
         wanted = set(partitions)
-        for p in list(self.partitions):
-            if p not in wanted:
-                del self.partitions[p]
-        for p in wanted:  # (re)assigned: not idle before it had the chance to bring data
-            self.partitions.setdefault(p, _Partition()).last_arrival_ms = now_ms
+        self.markers = {p: m for p, m in self.markers.items() if p in wanted}
+        for p in wanted:
+            self.markers.setdefault(p, Marker(None))
+        self._advance()
 
-    def others_floor(self, partition: int, now_ms: int | None) -> float:
-        """The smallest high of the other live partitions (-inf: one has no data; inf: none)."""
-        floor = float("inf")
-        for p, state in self.partitions.items():
-            if p == partition or self._idle(state, now_ms):
-                continue
-            if state.high is None:
-                return float("-inf")
-            floor = min(floor, state.high)
-        return floor
+    def progress(self, partition: int) -> int | None:
+        marker = self.markers.get(partition)
+        return marker.progress if marker else None
 
-    def high(self, partition: int) -> int | None:
-        state = self.partitions.get(partition)
-        return state.high if state else None
+    def update(self, partition: int, marker: Marker) -> None:
+        """Take a partition's newer marker (progress never goes back)."""
+        old = self.markers.get(partition)
+        if old is not None and old.progress is not None and (
+                marker.progress is None or marker.progress < old.progress):
+            marker = Marker(old.progress, marker.idle, marker.held_from)
+        self.markers[partition] = marker
+        self._advance()
 
-    def observe(self, highs: Mapping[int, int], now_ms: int | None) -> None:
-        """Events up to ``highs[p]`` arrived on each partition ``p``; recompute the watermark
-        once all are recorded (one at a time, a partition not yet recorded would be missed)."""
-        for partition, high in highs.items():
-            state = self.partitions.setdefault(partition, _Partition())
-            state.high = high if state.high is None else max(state.high, high)
-            if now_ms is not None:
-                state.last_arrival_ms = now_ms
-        self.advance(now_ms)
+    @property
+    def cap(self) -> int | None:
+        """The earliest end of a pane that an idle partition still holds."""
+        held = [m.held_from for m in self.markers.values() if m.idle and m.held_from is not None]
+        return min(held, default=None)
 
-    def advance(self, now_ms: int | None) -> None:
-        """Recompute the watermark, leaving out partitions idle at ``now_ms``."""
-        live = [s for s in self.partitions.values() if not self._idle(s, now_ms)]
+    def _advance(self) -> None:
+        live = [m for m in self.markers.values() if not m.idle]
         if live:
-            if any(s.high is None for s in live):
+            if any(m.progress is None for m in live):
                 return
-            candidate = min(s.high for s in live)  # type: ignore[type-var]
+            candidate = min(m.progress for m in live)  # type: ignore[type-var]
         else:
-            seen = [s for s in self.partitions.values() if s.high is not None]
-            if not seen or now_ms is None:
+            seen = [m.progress for m in self.markers.values() if m.progress is not None]
+            if not seen:
                 return
-            latest = max(seen, key=lambda s: s.last_arrival_ms or 0)
-            candidate = max(s.high for s in seen) + now_ms - (latest.last_arrival_ms or now_ms)
+            candidate = max(seen)
         if self.current is None or candidate > self.current:
             self.current = candidate
 
     def state(self) -> dict:
-        return {"partitions": {p: (s.high, s.last_arrival_ms) for p, s in self.partitions.items()},
-                "current": self.current}
+        return {"markers": dict(self.markers), "current": self.current}
 
     def load(self, state: dict) -> None:
-        self.partitions = {p: _Partition(h, a) for p, (h, a) in state["partitions"].items()}
-        self.current = state["current"]
-
-    def _idle(self, state: _Partition, now_ms: int | None) -> bool:
-        if now_ms is None or state.last_arrival_ms is None:
-            return False
-        return now_ms - state.last_arrival_ms >= self.idle_timeout_ms
+        self.markers, self.current = dict(state["markers"]), state["current"]

@@ -73,7 +73,8 @@ class KpiWindows:
             pane = row[0]
             key = row[1:1 + width]
             seen = series.get(key)
-            if seen is None and len(series) >= self.max_series and width:
+            if (seen is None and width and key != self.other
+                    and len(series) - (self.other in series) >= self.max_series):
                 key = self.other  # the cardinality guard
                 seen = series.get(key)
                 self.folded += 1

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     broker_wait: DurationMs = 60_000
     checkpoint_interval: DurationMs = 5_000
     checkpoint_topic: str = "kpistream-checkpoints"
+    panes_topic: str | None = Field(None, description="final panes from every worker to the "
+                                    "merge stage (one partition); default: <group id>-panes")
     delivery_log_topic: str = "kpistream-delivered"
     silences_topic: str = "kpistream-silences"
     feedback_topic: str = "kpistream-feedback"
@@ -49,3 +51,8 @@ class Settings(BaseSettings):
     alertmanager_url: str | None = Field(
         None, pattern=r"^https?://[^/\s]+", description="http://HOST:PORT of an Alertmanager "
         "to forward alert state to")
+
+    @property
+    def panes(self) -> str:
+        """The panes topic of this consumer group (each group merges its own panes)."""
+        return self.panes_topic or f"{self.group_id}-panes"

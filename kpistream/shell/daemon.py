@@ -19,7 +19,7 @@ from typing import TextIO
 import mode
 
 from kpistream.core.durations import rfc3339
-from kpistream.core.engine import Step
+from kpistream.core.engine import Engine, Step
 from kpistream.core.notify.model import AlertEvent
 from kpistream.core.ruleset import RuleSet
 from kpistream.errors import UsageError
@@ -30,9 +30,11 @@ from kpistream.shell.broker import EmbeddedBroker, parse_bootstrap, wait_for_bro
 from kpistream.shell.endpoint import Health, make_app, serve
 from kpistream.shell.exporter import Exporter
 from kpistream.shell.ingest import IngestService
+from kpistream.shell.merge import MergeService
 from kpistream.shell.reload import RulesWatcher
 
-__all__ = ["BrokerService", "ConsoleAlerts", "MetricsService", "build_daemon", "run_worker"]
+__all__ = ["BrokerService", "ConsoleAlerts", "MetricsService", "Worker", "build_daemon",
+           "run_worker"]
 
 log = logging.getLogger("kpistream")
 
@@ -127,22 +129,43 @@ class Daemon(mode.Service):
 
 def build_daemon(settings: Settings, rules: RuleSet, *,
                  extra: Callable[[BrokerService], Sequence[mode.ServiceT]] = lambda b: (),
-                 sinks: Sequence[Callable[[Step], None]] = ()) -> tuple[Daemon, IngestService]:
-    """Assemble broker, metrics, ingestion (and ``extra`` services fed by the broker)."""
+                 sinks: Sequence[Callable[[Step], None]] = ()) -> tuple[Daemon, Worker]:
+    """Assemble broker, metrics, both stages (and ``extra`` services fed by the broker)."""
     exporter = Exporter(rules)
     broker = BrokerService(settings.broker, settings.broker_wait / 1000)
-    metrics = MetricsService(settings.metrics_addr, exporter, health=lambda: ingest)
     alerting = AlertDelivery(settings, rules, exporter, lambda: broker.bootstrap)
     console = ConsoleAlerts(rules)
     forwarders = [AlertmanagerForwarder(settings.alertmanager_url, exporter.registry,
                                         grafana_url=settings.grafana_url)
                   ] if settings.alertmanager_url else []
-    ingest = IngestService(settings, rules, lambda: broker.bootstrap, exporter,
-                           sinks=[exporter.publish, console, alerting, *forwarders, *sinks],
-                           parts=[alerting, *forwarders])
-    watcher = RulesWatcher(settings.rules, ingest, exporter)
-    return Daemon([broker, metrics, *extra(broker), alerting, *forwarders, ingest, watcher]), \
-        ingest
+    ingest = IngestService(settings, rules, lambda: broker.bootstrap, exporter)
+    merge = MergeService(settings, rules, lambda: broker.bootstrap, exporter,
+                         sinks=[exporter.publish, console, alerting, *forwarders, *sinks],
+                         parts=[alerting, *forwarders])
+    worker = Worker(ingest, merge)
+    metrics = MetricsService(settings.metrics_addr, exporter, health=lambda: worker)
+    watcher = RulesWatcher(settings.rules, [ingest, merge], exporter)
+    return Daemon([broker, metrics, *extra(broker), alerting, *forwarders, merge, ingest,
+                   watcher]), worker
+
+
+class Worker:
+    """The two stages of one worker, as the health endpoint and tests see them."""
+
+    def __init__(self, ingest: IngestService, merge: MergeService) -> None:
+        self.ingest = ingest
+        self.merge = merge
+
+    @property
+    def engine(self) -> Engine:
+        """The merge stage's engine (empty unless this worker merges)."""
+        return self.merge.engine
+
+    def alive(self) -> bool:
+        return self.ingest.alive()
+
+    def readiness(self) -> dict[str, bool]:
+        return self.ingest.readiness()
 
 
 def run_worker(daemon: Daemon) -> int:

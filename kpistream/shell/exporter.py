@@ -102,15 +102,17 @@ class _FoldedCollector(Collector):
     """``kpistream_kpi_series_folded_total``: what the cardinality guard folded, per KPI."""
 
     def __init__(self) -> None:
-        self.folded: Callable[[], Mapping[str, int]] = dict
+        #: stage -> what its guard folded per KPI
+        self.stages: dict[str, Callable[[], Mapping[str, int]]] = {}
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
             "kpistream_kpi_series_folded",
             "Batch rows of new label sets merged into the series __other__ because the KPI "
-            "had max_series series.", labels=["kpi"])
-        for kpi, n in sorted(self.folded().items()):
-            family.add_metric([kpi], n)
+            "had max_series series.", labels=["kpi", "stage"])
+        for stage, folded in sorted(self.stages.items()):
+            for kpi, n in sorted(folded().items()):
+                family.add_metric([kpi, stage], n)
         yield family
 
 
@@ -160,6 +162,10 @@ class Exporter:
                               ["kpi", "title", "unit", "owner", "window"], registry=self.registry)
         self.series = Gauge("kpistream_kpi_series", "Series currently reported per KPI.",
                             ["kpi"], registry=self.registry)
+        self.late_panes = Counter("kpistream_kpi_late_panes",
+                                  "Final panes of a partition that reached the merge stage after "
+                                  "their window had closed (the partition was idle, or unread "
+                                  "for a while).", ["kpi"], registry=self.registry)
         self.checkpointed = Gauge("kpistream_checkpoint_last_timestamp_seconds",
                                   "When the last checkpoint (state + offsets) was written.",
                                   registry=self.registry)
@@ -179,9 +185,9 @@ class Exporter:
         self.registry.register(self._notifier)
         self.use_rules(rules)
 
-    def watch_folded(self, folded: Callable[[], Mapping[str, int]]) -> None:
-        """Export the cardinality guard's folded rows per KPI, as ``folded()`` tells."""
-        self._folded.folded = folded
+    def watch_folded(self, folded: Callable[[], Mapping[str, int]], stage: str) -> None:
+        """Export a stage's cardinality guard's folded rows per KPI, as ``folded()`` tells."""
+        self._folded.stages[stage] = folded
 
     def watch_notifier(self, notifier, outbox: Mapping) -> None:
         """Export what the alert notifier dropped (by reason) and the outbox size."""
@@ -203,6 +209,13 @@ class Exporter:
         for source in rules.sources:
             for status in STATUSES:
                 self.events.labels(source, status)
+
+    def disown(self) -> None:
+        """Another worker merges now: its KPI series and alert states are not ours to export."""
+        self.snapshot.values = {k: {} for k in self.snapshot.rules.kpis}
+        self.snapshot.firing = {}
+        self.series.clear()
+        self.watermark.clear()
 
     def restored(self, firing: Iterable[tuple[str, str, SeriesKey]]) -> None:
         """Alerts firing in a restored checkpoint: they make no new transition."""

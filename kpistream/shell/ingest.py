@@ -1,8 +1,11 @@
-"""The hot path: consume every source topic in batches with aiokafka and drive the engine.
+"""Stage one, the hot path: consume the source partitions this worker is given, in batches,
+and hand each partition's final panes to the merge stage through the panes topic.
 
-One ``getmany`` returns up to ``batch_max_records`` messages per call; each topic's share is
-decoded and aggregated as one batch (see :mod:`kpistream.core.engine`), then windows are
-closed and the step is handed to the sinks (exporter, alert console, delivery).
+One ``getmany`` returns up to ``batch_max_records`` messages; each topic's share is decoded
+and aggregated as one batch (see :mod:`kpistream.core.partials`). A partition's state (its
+panes not final yet and its progress) is checkpointed with its offset as one slice, so it
+moves with the partition: after a rebalance or a crash, the next reader restores the slice,
+seeks to its offset and makes the same panes again; the merge stage skips the repeats.
 """
 
 from __future__ import annotations
@@ -11,26 +14,23 @@ import asyncio
 import logging
 import pickle
 import time
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable
 
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from kpistream.core.engine import Engine, Step
+from kpistream.core.partials import SourcePartitions
 from kpistream.core.ruleset import RuleSet
 from kpistream.errors import BrokerUnavailable, KpistreamError
 from kpistream.settings import Settings
 from kpistream.shell.broker import ensure_topics
 from kpistream.shell.checkpoint import CheckpointStore
 from kpistream.shell.exporter import Exporter
-from kpistream.shell.feedback import FeedbackLog
 
-__all__ = ["IngestService", "StatefulPart", "StepSink"]
+__all__ = ["IngestService", "Pacer", "ensure_panes_topic", "source_slice"]
 
 log = logging.getLogger("kpistream.ingest")
-StepSink = Callable[[Step], None]
 #: checkpoints take at most 1/20 of the time
 CHECKPOINT_TIME_SHARE = 20
 #: a consume loop that has not polled for this long is stuck: /healthz fails
@@ -39,62 +39,85 @@ STALL_S = 120.0
 BROKER_CHECK_S = 5.0
 
 
-class StatefulPart(Protocol):
-    """A part of the daemon whose state is checkpointed with the engine's."""
+def source_slice(tp: TopicPartition) -> str:
+    """The checkpoint slice of a source partition."""
+    return f"source/{tp.topic}/{tp.partition}"
 
-    name: str
 
-    def snapshot(self) -> object: ...
+async def ensure_panes_topic(bootstrap: str, settings: Settings) -> None:
+    """The panes topic: one partition, kept a day (the merge checkpoint covers far less)."""
+    await ensure_topics(bootstrap, {settings.panes: 1},
+                        configs={"retention.ms": str(24 * 3600 * 1000)})
 
-    def restore(self, state: object) -> None: ...
+
+class Pacer:
+    """When the next checkpoint is due: every ``interval_s``, stretched so that checkpoints
+    take at most 1/``CHECKPOINT_TIME_SHARE`` of the time (a large state is written less
+    often)."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.due = 0.0
+
+    def wrote(self, started: float, took: float) -> None:
+        self.due = started + max(self.interval_s, took * CHECKPOINT_TIME_SHARE)
 
 
 class IngestService(mode.Service):
-    """Consumes the rule set's source topics and feeds the engine, batch by batch."""
+    """Consumes the rule set's source topics and feeds stage one, batch by batch."""
 
     def __init__(self, settings: Settings, rules: RuleSet, bootstrap: Callable[[], str],
-                 exporter: Exporter, sinks: Sequence[StepSink] = (),
-                 parts: Sequence[StatefulPart] = (), **kwargs) -> None:
+                 exporter: Exporter, **kwargs) -> None:
         self.settings = settings
         self.rules = rules
-        self.engine = Engine(rules, idle_timeout_ms=settings.idle_timeout,
-                             max_future_ms=settings.max_future)
+        self.stages = _stages(rules, settings)
         self._bootstrap = bootstrap
         self.exporter = exporter
-        exporter.watch_folded(lambda: {k: w.folded for k, w in self.engine.windows.items()})
-        self.sinks = list(sinks)
-        self.topics: dict[str, list[str]] = {}
-        for source in rules.sources.values():
-            self.topics.setdefault(source.topic, []).append(source.name)
+        exporter.watch_folded(self.folded, stage="ingest")
+        self.topics = _topics(rules)
         self.consumer: AIOKafkaConsumer | None = None
+        self.panes: AIOKafkaProducer | None = None
         self.dead_letters: AIOKafkaProducer | None = None
         #: set once partitions are assigned and the first poll returned (readiness)
         self.polling = False
         self._last_poll: float | None = None
-        #: held while a batch is processed and checkpointed; on_stop waits for it
+        #: held while a batch is processed and checkpointed, and while partitions move
         self._idle = asyncio.Lock()
         self._broker_answers = False
         self._lags: dict[TopicPartition, int] = {}
-        #: other state checkpointed with the engine's (alert delivery), by name
-        self.parts = {part.name: part for part in parts}
         self.checkpoints: CheckpointStore | None = None
+        self._pacer = Pacer(settings.checkpoint_interval / 1000)
         #: next offset to read per partition: what a checkpoint covers
         self.offsets: dict[TopicPartition, int] = {}
-        self._restored: dict[TopicPartition, int] = {}
-        self._next_checkpoint = 0.0
+        #: partitions a restore moved during the current poll
+        self._seeked: set[TopicPartition] = set()
+        #: panes sent since the last checkpoint: if one is lost, go back to that checkpoint
+        self._sent: list[asyncio.Future] = []
+        #: a broker error interrupted the hot path: go back to the last checkpoint first
+        self._broken = False
         #: a validated rule set waiting to be swapped in between two polls (hot reload)
         self.pending_rules: RuleSet | None = None
         super().__init__(**kwargs)
 
+    def folded(self) -> dict[str, int]:
+        """Rows folded into ``__other__`` by this stage's cardinality guard, per KPI."""
+        return {k: n for stage in self.stages.values() for k, n in stage.folded.items()}
+
     async def on_start(self) -> None:
         bootstrap = self._bootstrap()
         await ensure_topics(bootstrap, {s.topic: s.partitions for s in self.rules.sources.values()})
-        await self._restore(bootstrap)
-        await self._follow_feedback(bootstrap)
+        await ensure_panes_topic(bootstrap, self.settings)
+        if self.settings.checkpoint_interval:
+            self.checkpoints = CheckpointStore(bootstrap, self.settings.checkpoint_topic,
+                                               self.settings.group_id)
+            await self.checkpoints.start()
         self.consumer = _consumer(bootstrap, self.settings)
-        self.consumer.subscribe(list(self.topics), listener=_Rebalance(self._on_assigned))
+        self.consumer.subscribe(list(self.topics), listener=_Rebalance(self))
         try:
             await self.consumer.start()
+            self.panes = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                          linger_ms=5, max_request_size=4 * 1024 * 1024)
+            await self.panes.start()
             if self.settings.dead_letter_topic:
                 await ensure_topics(bootstrap, {self.settings.dead_letter_topic: 1})
                 self.dead_letters = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50)
@@ -105,45 +128,14 @@ class IngestService(mode.Service):
                  self.settings.group_id)
 
     async def on_stop(self) -> None:
-        await self._idle.acquire()  # let the batch in hand finish: its dead letters included
         if self.consumer is not None:
-            if self.checkpoints is not None and self.offsets:
-                await self.checkpoint()
-            await self.consumer.stop()
-        if self.checkpoints is not None:
-            await self.checkpoints.stop()
-        if self.dead_letters is not None:
-            await self.dead_letters.stop()
-
-    async def _restore(self, bootstrap: str) -> None:
-        """Load the newest checkpoint: engine and parts' state, and the offsets it covers."""
-        if not self.settings.checkpoint_interval:
-            return
-        self.checkpoints = CheckpointStore(bootstrap, self.settings.checkpoint_topic,
-                                           self.settings.group_id)
-        await self.checkpoints.start()
-        found = await self.checkpoints.load()
-        if found is None:
-            log.info("no checkpoint for group %s: starting afresh", self.settings.group_id)
-            return
-        try:
-            state = pickle.loads(found.state)
-            self.engine.restore(state["engine"])
-            for name, part in self.parts.items():
-                if name in state:
-                    part.restore(state[name])
-        except (pickle.UnpicklingError, ValueError, KeyError, TypeError, AttributeError,
-                ImportError, EOFError) as e:
-            log.warning("checkpoint %s cannot be restored (%s: %s); starting afresh from the "
-                        "committed offsets", found.id, type(e).__name__, e)
-            self.engine = Engine(self.rules, idle_timeout_ms=self.settings.idle_timeout,
-                                 max_future_ms=self.settings.max_future)
-            return
-        self.exporter.restored((e.rule.name, severity, key) for e in self.engine.alerts
-                               for severity, key in e.firing())
-        self._restored = dict(found.offsets)
-        self.offsets = dict(found.offsets)
-        log.info("restored checkpoint %s covering %d partition(s)", found.id, len(found.offsets))
+            async with self._idle:  # the batch in hand finishes first, dead letters included
+                if self.checkpoints is not None and self.consumer.assignment():
+                    await self.checkpoint()
+            await self.consumer.stop()  # (a rebalance on the way out takes the lock itself)
+        for client in (self.checkpoints, self.panes, self.dead_letters):
+            if client is not None:
+                await client.stop()
 
     def alive(self) -> bool:
         """False when the consume loop stopped turning (a stuck worker)."""
@@ -168,56 +160,92 @@ class IngestService(mode.Service):
                     self._broker_answers = False
             await self.sleep(BROKER_CHECK_S)
 
-    async def _follow_feedback(self, bootstrap: str) -> None:
-        """Apply all anomaly feedback given so far, then follow the topic."""
-        feedback = FeedbackLog(bootstrap, self.settings.feedback_topic)
-        alert_ids, offset = await feedback.read_all()
-        for alert_id in alert_ids:
-            self._on_feedback(alert_id)
-        self.add_future(feedback.follow(offset, self._on_feedback))
-
-    def _on_feedback(self, alert_id: str) -> None:
-        try:
-            result = self.engine.feedback(alert_id)
-        except ValueError as e:
-            log.warning("feedback ignored: %s", e)
-            return
-        self.exporter.feedback.labels(result).inc()
-        if result == "accepted":
-            log.info("feedback on %s: the model learnt that window as normal", alert_id)
-        else:
-            log.debug("feedback on %s: %s here", alert_id, result)
-
-    async def checkpoint(self) -> None:
-        """Write the state and the offsets it covers as one checkpoint, then commit them."""
+    async def checkpoint(self, partitions: Iterable[TopicPartition] | None = None) -> None:
+        """Write each partition's state with the offset it covers (all assigned by default),
+        once every pane and dead letter it handed on is on the broker; then commit."""
         assert self.checkpoints is not None and self.consumer is not None
         started = time.monotonic()
-        if self.dead_letters is not None:  # the offsets below cover these messages
-            await self.dead_letters.flush()
-        state = {"engine": self.engine.snapshot(),
-                 **{name: part.snapshot() for name, part in self.parts.items()}}
-        for tp in self.consumer.assignment():  # quiet partitions too, so none is skipped
-            self.offsets[tp] = await self.consumer.position(tp)
-        offsets = dict(self.offsets)
-        await self.checkpoints.save(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL),
-                                    offsets)
+        for producer in (self.panes, self.dead_letters):
+            if producer is not None:  # the offsets below cover what they were sent
+                await producer.flush()
+        if any(not f.done() or f.exception() is not None for f in self._sent):
+            raise BrokerUnavailable("panes were not delivered to the merge stage")
+        chosen = list(self.consumer.assignment() if partitions is None else partitions)
+        slices = {}
+        for tp in chosen:
+            offset = self.offsets.get(tp)
+            if offset is None:  # quiet so far: where the consumer stands
+                offset = self.offsets[tp] = await self.consumer.position(tp)
+            state = {source: self.stages[source].state([tp.partition]).get(tp.partition)
+                     for source in self.topics.get(tp.topic, ())}
+            slices[source_slice(tp)] = (pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL),
+                                        {tp: offset})
+        await self.checkpoints.save(slices)
+        self._sent.clear()
         took = time.monotonic() - started
-        # every checkpoint_interval, but never more than 5% of the time: a large state
-        # (a backlog, many series) is checkpointed less often
-        self._next_checkpoint = started + max(self.settings.checkpoint_interval / 1000,
-                                              took * CHECKPOINT_TIME_SHARE)
+        self._pacer.wrote(started, took)
         self.exporter.checkpointed.set(time.time())
         self.exporter.checkpoint_seconds.observe(took)
         try:
-            await self.consumer.commit({tp: o for tp, o in offsets.items()
-                                        if tp in self.consumer.assignment()})
+            await self.consumer.commit({tp: self.offsets[tp] for tp in chosen})
         except KafkaError as e:  # the checkpoint holds the offsets; the commit is for tools
             log.warning("offset commit failed (%s); the checkpoint has them", e)
+
+    async def restore(self, assigned: set[TopicPartition]) -> None:
+        """Take over ``assigned`` partitions: their checkpointed state, at its offsets."""
+        assert self.consumer is not None
+        fresh = [tp for tp in assigned if tp not in self.offsets]
+        found = {} if self.checkpoints is None else await self.checkpoints.load(
+            source_slice(tp) for tp in fresh)
+        for tp in fresh:
+            for source in self.topics.get(tp.topic, ()):  # whatever was here is outdated
+                self.stages[source].partitions.pop(tp.partition, None)
+            checkpoint = found.get(source_slice(tp))
+            if checkpoint is None:
+                continue
+            try:
+                state = pickle.loads(checkpoint.state)
+            except (pickle.UnpicklingError, ValueError, EOFError, AttributeError,
+                    ImportError) as e:
+                log.warning("checkpoint of %s cannot be restored (%s: %s); reading it afresh "
+                            "from the committed offset", source_slice(tp), type(e).__name__, e)
+                continue
+            for source, partition_state in state.items():
+                if source in self.stages and partition_state is not None:
+                    self.stages[source].load({tp.partition: partition_state})
+            self.offsets[tp] = checkpoint.offsets[tp]
+            self.consumer.seek(tp, checkpoint.offsets[tp])
+            self._seeked.add(tp)
+        self._assign(assigned)
+        log.info("assigned %s (%d restored from checkpoints)", ", ".join(
+            f"{tp.topic}/{tp.partition}" for tp in sorted(assigned)) or "nothing",
+            sum(source_slice(tp) in found for tp in fresh))
+
+    async def release(self, revoked: set[TopicPartition]) -> None:
+        """Hand ``revoked`` partitions on: checkpoint them, then forget them here."""
+        async with self._idle:
+            revoked = {tp for tp in revoked if tp in self.offsets}
+            if self.checkpoints is not None and revoked:
+                try:
+                    await self.checkpoint(revoked)
+                except KpistreamError as e:  # the next reader replays from the last one
+                    log.warning("checkpoint before handing on failed: %s", e)
+            for tp in revoked:
+                self.offsets.pop(tp, None)
+                self._lags.pop(tp, None)
+
+    def _assign(self, assigned: set[TopicPartition]) -> None:
+        now_ms = int(time.time() * 1000)
+        for topic, sources in self.topics.items():
+            partitions = [tp.partition for tp in assigned if tp.topic == topic]
+            for source in sources:
+                self.stages[source].assign(partitions, now_ms)
 
     @mode.Service.task
     async def _consume(self) -> None:
         assert self.consumer is not None
         while not self.should_stop:
+            self._seeked.clear()
             batches = await self.consumer.getmany(timeout_ms=self.settings.poll_timeout,
                                                   max_records=self.settings.batch_max_records)
             self.polling = True
@@ -225,56 +253,40 @@ class IngestService(mode.Service):
             async with self._idle:
                 if self.should_stop:
                     break  # on_stop checkpoints what was processed
-                if self.pending_rules is not None:
-                    await self.swap_rules(self.pending_rules)
-                await self.process(batches)
-                if self.checkpoints and time.monotonic() >= self._next_checkpoint:
-                    await self.checkpoint()
+                # records fetched before a restore moved their partition's position: read
+                # them again from there
+                batches = {tp: ms for tp, ms in batches.items() if tp not in self._seeked}
+                try:
+                    await self._step(batches)
+                except (KafkaError, KpistreamError) as e:
+                    self._broken = self.checkpoints is not None
+                    log.warning("broker trouble (%s: %s); %s", type(e).__name__, e,
+                                "going back to the last checkpoint once it answers"
+                                if self._broken else "carrying on")
 
-    async def swap_rules(self, rules: RuleSet) -> None:
-        """Run ``rules`` from now on; unchanged KPIs and alerts keep their state."""
-        self.pending_rules = None
-        topics: dict[str, list[str]] = {}
-        for source in rules.sources.values():
-            topics.setdefault(source.topic, []).append(source.name)
-        if set(topics) != set(self.topics):
-            assert self.consumer is not None
-            try:
-                await ensure_topics(self._bootstrap(), {s.topic: s.partitions
-                                                        for s in rules.sources.values()})
-            except KpistreamError as e:  # try again at the next poll
-                log.warning("rules version %s waits: %s", rules.version, e)
-                self.pending_rules = rules
-                return
-            self.consumer.subscribe(list(topics), listener=_Rebalance(self._on_assigned))
-        self._retire_alerts(rules)
-        engine = Engine(rules, idle_timeout_ms=self.settings.idle_timeout,
-                        max_future_ms=self.settings.max_future)
-        engine.restore(self.engine.snapshot())
-        self.engine, self.rules, self.topics = engine, rules, topics
-        if self.consumer is not None:  # every source, new ones too, waits for its partitions
-            self._on_assigned(self.consumer.assignment())
-        self.exporter.use_rules(rules)
-        for sink in self.sinks:  # those that render or route by the rules
-            use_rules = getattr(sink, "use_rules", None)
-            if use_rules is not None:
-                use_rules(rules)
-        log.info("rules version %s live", rules.version)
+    async def _step(self, batches: dict) -> None:
+        if self._broken:  # this poll's records come again after the rewind
+            await self._rewind()
+            return
+        if self.pending_rules is not None:
+            await self.swap_rules(self.pending_rules)
+        await self.process(batches)
+        if self.checkpoints and time.monotonic() >= self._pacer.due:
+            await self.checkpoint()
 
-    def _retire_alerts(self, rules: RuleSet) -> None:
-        """Alerts removed or changed by a reload resolve what they had firing."""
-        kept = {r.name: r.signature for r in rules.alerts}
-        step = Step()
-        for evaluator in self.engine.alerts:
-            if kept.get(evaluator.rule.name) != evaluator.rule.signature:
-                at_ms = self.engine.closed_through(evaluator.rule.kpi) or int(time.time() * 1000)
-                step.transitions += evaluator.retire(at_ms)
-        if step.transitions:
-            for sink in self.sinks:
-                sink(step)
+    async def _rewind(self) -> None:
+        """Continue from the last checkpoint of every assigned partition (what was handed on
+        after it is handed on again; the merge stage skips what it already has)."""
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        for tp in assigned:
+            self.offsets.pop(tp, None)
+        self._sent.clear()
+        await self.restore(assigned)
+        self._broken = False
 
-    async def process(self, batches: dict) -> Step:
-        """Ingest one poll (all partitions of a topic as one batch), close windows, hand on."""
+    async def process(self, batches: dict) -> None:
+        """Ingest one poll (all partitions of a topic as one batch), hand on final panes."""
         now_ms = int(time.time() * 1000)
         by_topic: dict[str, list[tuple[TopicPartition, list]]] = {}
         for tp, messages in batches.items():
@@ -285,20 +297,40 @@ class IngestService(mode.Service):
         for topic, parts in by_topic.items():
             partitions = [(tp.partition, [m.value for m in messages]) for tp, messages in parts]
             for source in self.topics.get(topic, ()):
-                result = self.engine.ingest_partitions(source, partitions, now_ms)
+                result = self.stages[source].ingest(partitions, now_ms, self.settings.max_future)
                 self.exporter.count(source, result)
                 if result.rejected:
                     messages = [m for _, ms in parts for m in ms]
                     await self._dead_letter(source, messages, result.rejected)
-        step = self.engine.advance(now_ms)
-        for source, runner in self.engine.sources.items():
-            if runner.watermark is not None:
-                self.exporter.watermark.labels(source).set(runner.watermark / 1000)
-        for sink in self.sinks:
-            sink(step)
-        return step
+        assert self.panes is not None
+        for stage in self.stages.values():
+            for batch in stage.flush(now_ms):
+                self._sent.append(await self.panes.send(
+                    self.settings.panes, pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL),
+                    key=f"{batch.source}/{batch.partition}".encode()))
 
-    def _lag(self, tp, messages: list) -> None:
+    async def swap_rules(self, rules: RuleSet) -> None:
+        """Read for ``rules`` from now on; unchanged KPIs keep their panes."""
+        self.pending_rules = None
+        topics = _topics(rules)
+        assert self.consumer is not None
+        if set(topics) != set(self.topics):
+            try:
+                await ensure_topics(self._bootstrap(), {s.topic: s.partitions
+                                                        for s in rules.sources.values()})
+            except KpistreamError as e:  # try again at the next poll
+                log.warning("rules version %s waits: %s", rules.version, e)
+                self.pending_rules = rules
+                return
+            self.consumer.subscribe(list(topics), listener=_Rebalance(self))
+        stages = _stages(rules, self.settings)
+        for name, stage in stages.items():
+            if name in self.stages:
+                stage.load(self.stages[name].state())
+        self.stages, self.rules, self.topics = stages, rules, topics
+        self._assign(self.consumer.assignment())
+
+    def _lag(self, tp: TopicPartition, messages: list) -> None:
         """Lag from the fetch high watermark (the broker's ListOffsets can be wrong)."""
         assert self.consumer is not None
         high = self.consumer.highwater(tp)
@@ -308,20 +340,6 @@ class IngestService(mode.Service):
         for source in self.topics.get(tp.topic, ()):
             total = sum(lag for t, lag in self._lags.items() if t.topic == tp.topic)
             self.exporter.lag.labels(source).set(total)
-
-    def _on_assigned(self, assigned) -> None:
-        now_ms = int(time.time() * 1000)
-        assert self.consumer is not None
-        for tp in assigned:
-            if tp in self._restored:  # the checkpoint's offsets win over committed ones
-                self.consumer.seek(tp, self._restored.pop(tp))
-        for source_topic, sources in self.topics.items():
-            partitions = [tp.partition for tp in assigned if tp.topic == source_topic]
-            for source in sources:
-                self.engine.assign(source, partitions, now_ms)
-        self._lags = {tp: lag for tp, lag in self._lags.items() if tp in assigned}
-        log.info("assigned %s", ", ".join(f"{tp.topic}/{tp.partition}" for tp in
-                                          sorted(assigned)) or "nothing")
 
     async def _dead_letter(self, source: str, messages: list, rejected: list) -> None:
         if self.dead_letters is None:
@@ -339,23 +357,38 @@ class IngestService(mode.Service):
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    """Tells the engine which partitions this worker reads, so watermarks wait for them."""
+    """Moves partition state with the partitions: checkpointed when revoked, restored when
+    assigned (aiokafka awaits both before the consumer fetches again)."""
 
-    def __init__(self, on_assigned: Callable[[set[TopicPartition]], None]) -> None:
-        self.on_assigned = on_assigned
+    def __init__(self, service: IngestService) -> None:
+        self.service = service
 
-    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        return None
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.service.release(revoked)
 
-    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.on_assigned(assigned)
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self.service._idle:
+            await self.service.restore(assigned)
 
 
-def _consumer(bootstrap: str, settings: Settings) -> AIOKafkaConsumer:
+def _stages(rules: RuleSet, settings: Settings) -> dict[str, SourcePartitions]:
+    return {name: SourcePartitions(source, rules.kpis_of(name), settings.idle_timeout)
+            for name, source in rules.sources.items()}
+
+
+def _topics(rules: RuleSet) -> dict[str, list[str]]:
+    topics: dict[str, list[str]] = {}
+    for source in rules.sources.values():
+        topics.setdefault(source.topic, []).append(source.name)
+    return topics
+
+
+def _consumer(bootstrap: str, settings: Settings, group_id: str | None = None
+              ) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         max_poll_records=settings.batch_max_records,
-        group_id=settings.group_id,
+        group_id=group_id or settings.group_id,
         auto_offset_reset=settings.start_from,
         session_timeout_ms=settings.session_timeout,
         heartbeat_interval_ms=max(settings.session_timeout // 3, 100),

@@ -1,9 +1,9 @@
 """Hot reload: a change under the rules directory (or SIGHUP) swaps the rule set live.
 
 The new set is validated first; an invalid one is logged with every problem and the old set
-keeps running. A valid one is handed to the ingestion service, which swaps it between two
-polls: KPIs and alerts whose definitions did not change keep their state (the engine's
-snapshot is keyed by each definition's signature), changed ones start afresh.
+keeps running. A valid one is handed to both stages, which swap it between two polls: KPIs
+and alerts whose definitions did not change keep their state (state is keyed by each
+definition's signature), changed ones start afresh.
 """
 
 from __future__ import annotations
@@ -11,28 +11,37 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import mode
 from prometheus_client import Gauge
 
 from kpistream.core.loader import load_rules, rule_files
+from kpistream.core.ruleset import RuleSet
 from kpistream.errors import RuleError
 from kpistream.shell.exporter import Exporter
-from kpistream.shell.ingest import IngestService
 
 __all__ = ["RulesWatcher"]
 
 log = logging.getLogger("kpistream.reload")
 
 
+class Reloadable(Protocol):
+    """A service that swaps ``pending_rules`` in at its next poll."""
+
+    rules: RuleSet
+    pending_rules: RuleSet | None
+
+
 class RulesWatcher(mode.Service):
     """Polls the rules directory's files once a second; reloads when they change."""
 
-    def __init__(self, directory: str, ingest: IngestService, exporter: Exporter,
+    def __init__(self, directory: str, services: Sequence[Reloadable], exporter: Exporter,
                  **kwargs) -> None:
         self.directory = Path(directory)
-        self.ingest = ingest
+        self.services = list(services)
         self.exporter = exporter
         self.success = Gauge("kpistream_rules_reload_success",
                              "1 when the last reload attempt loaded a valid rule set.",
@@ -65,19 +74,25 @@ class RulesWatcher(mode.Service):
         except RuleError as e:
             self.success.set(0)
             log.error("rules under %s are invalid; keeping version %s running:\n%s",
-                      self.directory, self.ingest.rules.version, e)
+                      self.directory, self.running, e)
             return False
         except Exception:  # a loader bug must not stop the daemon: keep the running set
             self.success.set(0)
             log.exception("loading the rules under %s failed; keeping version %s running",
-                          self.directory, self.ingest.rules.version)
+                          self.directory, self.running)
             return False
         self.success.set(1)
-        if rules.version != self.ingest.rules.version:
-            self.ingest.pending_rules = rules
+        if rules.version != self.running:
+            for service in self.services:
+                service.pending_rules = rules
             self.last_reload.set(time.time())
             log.info("rules version %s loaded; swapping at the next poll", rules.version)
         return True
+
+    @property
+    def running(self) -> str:
+        """The version of the rule set running (or about to)."""
+        return self.services[0].rules.version
 
     def _fingerprint(self) -> str:
         digest = hashlib.sha256()

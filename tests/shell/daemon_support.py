@@ -32,14 +32,18 @@ def free_port() -> int:
 class Daemon:
     """One `kpistream run` child process and its metrics port."""
 
-    def __init__(self, rules: Path, broker_url: str, env: dict[str, str]) -> None:
+    def __init__(self, rules: Path, broker_url: str, env: dict[str, str],
+                 log: Path | None = None) -> None:
+        """``log``: a file for its output (for long runs: an unread pipe fills and blocks)."""
         self.port = free_port()
+        self.log = log
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kpistream", "run", "--rules", str(rules), "--broker",
              broker_url, "--metrics-addr", f"127.0.0.1:{self.port}", "--start-from",
              "earliest"],
             env={**os.environ, "KPISTREAM_SESSION_TIMEOUT": "6s", **env},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            stdout=subprocess.PIPE if log is None else log.open("ab"),
+            stderr=subprocess.STDOUT)
 
     def scrape(self) -> Metrics:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
@@ -60,6 +64,8 @@ class Daemon:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if self.log is not None:
+            return self.log.read_text(errors="replace")
         return self.proc.stdout.read().decode() if self.proc.stdout else ""
 
     def kill9(self) -> None:

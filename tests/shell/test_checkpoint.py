@@ -1,4 +1,4 @@
-"""Checkpoints on the embedded broker: the newest complete one comes back, parts and all."""
+"""Checkpoints on the embedded broker: the newest complete slice comes back, parts and all."""
 
 from __future__ import annotations
 
@@ -20,17 +20,19 @@ async def test_the_newest_complete_checkpoint_of_this_key_comes_back(broker, mon
     await mine.start()
     await other.start()
     try:
-        assert await mine.load() is None
+        assert await mine.load(["orders/3"]) == {}
         tp = TopicPartition("orders", 3)
         states = [os.urandom(2500 + i) for i in range(3)]
         for i, state in enumerate(states):
-            await mine.save(state, {tp: 100 * i})
+            await mine.save({"orders/3": (state, {tp: 100 * i}),
+                             "orders/1": (b"one", {TopicPartition("orders", 1): i})})
         for _ in range(10):  # another group's checkpoints in between do not count
-            await other.save(os.urandom(3000), {tp: 7})
-        restored = await mine.load()
-        assert restored is not None
-        assert restored.state == states[-1]
-        assert restored.offsets == {tp: 200}
+            await other.save({"orders/3": (os.urandom(3000), {tp: 7})})
+        restored = await mine.load(["orders/3", "orders/1", "orders/0"])
+        assert set(restored) == {"orders/3", "orders/1"}  # orders/0 was never saved
+        assert restored["orders/3"].state == states[-1]
+        assert restored["orders/3"].offsets == {tp: 200}
+        assert restored["orders/1"].offsets == {TopicPartition("orders", 1): 2}
     finally:
         await mine.stop()
         await other.stop()
@@ -40,8 +42,8 @@ async def test_an_empty_state_round_trips(broker):
     store = CheckpointStore(broker.bootstrap, f"cp-{uuid.uuid4().hex[:8]}", "g")
     await store.start()
     try:
-        await store.save(b"", {})
-        restored = await store.load()
+        await store.save({"merge": (b"", {})})
+        restored = (await store.load(["merge"]))["merge"]
         assert (restored.state, restored.offsets) == (b"", {})
     finally:
         await store.stop()
@@ -51,11 +53,11 @@ async def test_a_checkpoint_cut_short_by_a_crash_is_ignored(broker):
     store = CheckpointStore(broker.bootstrap, f"cp-{uuid.uuid4().hex[:8]}", "g")
     await store.start()
     try:
-        await store.save(b"good", {TopicPartition("t", 0): 5})
+        await store.save({"merge": (b"good", {TopicPartition("t", 0): 5})})
         # the first of two parts of a newer checkpoint, as a crash mid-save leaves it
-        await store._producer.send_and_wait(store.topic, b"half", key=b"g", headers=[
+        await store._producer.send_and_wait(store.topic, b"half", key=b"g|merge", headers=[
             ("cp-id", b"newer"), ("cp-part", b"0/2")])
-        restored = await store.load()
+        restored = (await store.load(["merge"]))["merge"]
         assert (restored.state, restored.offsets) == (b"good", {TopicPartition("t", 0): 5})
     finally:
         await store.stop()

@@ -124,7 +124,8 @@ async def test_a_checkpoint_that_cannot_be_restored_is_set_aside(shop):
                             shop.env["KPISTREAM_GROUP_ID"])
     await store.start()
     try:
-        await store.save(b"not a pickle", {})
+        await store.save({"merge": (b"not a pickle", {}),
+                          f"source/{shop.topic}/0": (b"nor this", {})})
     finally:
         await store.stop()
     daemon = shop.daemon()
@@ -135,5 +136,7 @@ async def test_a_checkpoint_that_cannot_be_restored_is_set_aside(shop):
                    deadline_s=60, what="the daemon to run without the checkpoint")
     finally:
         output = daemon.stop()
-    assert "cannot be restored (UnpicklingError" in output, output
-    assert "starting afresh" in output
+    assert "merge checkpoint cannot be restored (UnpicklingError" in output, output
+    assert "merging afresh" in output
+    assert f"checkpoint of source/{shop.topic}/0 cannot be restored (UnpicklingError" in output
+    assert "reading it afresh" in output

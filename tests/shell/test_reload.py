@@ -80,19 +80,19 @@ def test_a_changed_or_removed_alert_resolves_what_it_had_firing():
     from kpistream.core.loader import load_rules_text
     from kpistream.settings import Settings
     from kpistream.shell.exporter import Exporter
-    from kpistream.shell.ingest import IngestService
+    from kpistream.shell.merge import MergeService
 
     base = RULES.replace("TOPIC", "t") + "alerts:\n"
     old = load_rules_text(base + "  - {name: few, kpi: n, when: value < 5}\n"
                                  "  - {name: kept, kpi: n, when: value < 9}\n")
     steps = []
-    ingest = IngestService(Settings(), old, lambda: "127.0.0.1:9", Exporter(old),
-                           sinks=[steps.append])
-    ingest.engine.ingest("orders", [orjson.dumps({"ts": T}), orjson.dumps({"ts": T + MIN})])
-    fired = ingest.engine.advance().transitions
+    merge = MergeService(Settings(), old, lambda: "127.0.0.1:9", Exporter(old),
+                         sinks=[steps.append])
+    merge.engine.ingest("orders", [orjson.dumps({"ts": T}), orjson.dumps({"ts": T + MIN})])
+    fired = merge.engine.advance().transitions
     assert sorted((e.alert, e.state) for e in fired) == [("few", "firing"), ("kept", "firing")]
     new = load_rules_text(base + "  - {name: kept, kpi: n, when: value < 9}\n")  # few removed
-    ingest._retire_alerts(new)
+    merge._retire_alerts(new)
     (step,) = steps
     assert [(e.alert, e.state, e.at_ms, e.value) for e in step.transitions] == [
         ("few", "resolved", T + MIN, None)]

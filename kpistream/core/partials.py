@@ -127,7 +127,7 @@ class _Partition:
     def __init__(self, kpis: Sequence[Kpi]) -> None:
         self.progress = PartitionProgress()
         self.held = {k.name: _HeldPanes(k) for k in kpis}
-        #: the marker last handed on (a new batch goes out when it changes)
+        #: the marker last handed on
         self.sent: Marker | None = None
 
     def marker(self) -> Marker:
@@ -208,10 +208,23 @@ class SourcePartitions:
                     if taken:
                         rows[kpi.name] = taken
             marker = partition.marker()
-            if rows or marker != partition.sent:
+            if rows or self._news(partition.sent, marker):
                 partition.sent = marker
                 out.append(PaneBatch(self.source.name, number, marker, rows))
         return out
+
+    def _news(self, sent: Marker | None, marker: Marker) -> bool:
+        """Whether a marker without panes is worth a batch: when the partition turns idle or
+        back, or holds other panes, or its progress may close a window (it crossed a pane end
+        plus a KPI's lateness) — not at every poll, as an idle partition's progress moves on."""
+        if sent is None or (marker.idle, marker.held_from) != (sent.idle, sent.held_from):
+            return True
+        if marker.progress == sent.progress or marker.progress is None:
+            return False
+        if sent.progress is None:
+            return True
+        return any(k.calendar.pane_start(marker.progress - k.lateness_ms)
+                   != k.calendar.pane_start(sent.progress - k.lateness_ms) for k in self.kpis)
 
     def state(self, partitions: Iterable[int] | None = None) -> dict[int, dict]:
         """The state of ``partitions`` (all by default), each on its own: a partition's state

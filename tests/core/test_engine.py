@@ -172,3 +172,19 @@ def test_day_windows_across_a_dst_change_that_skips_midnight():
         (ms("2023-09-03T04:00:00"), ms("2023-09-04T03:00:00")),  # 01:00 to 00:00, -03
         (ms("2023-09-04T03:00:00"), ms("2023-09-05T03:00:00")),
     ]
+
+
+def test_progress_alone_is_handed_on_only_when_it_may_close_a_window():
+    from kpistream.core.partials import SourcePartitions
+
+    rules = load_rules_text("sources: [{name: a, topic: ta}]\nkpis: [{name: n, source: a, "
+                            "agg: count(), window: 1m, lateness: 5s}]")
+    stage = SourcePartitions(rules.sources["a"], rules.kpis_of("a"), idle_timeout_ms=15_000)
+    t = ms("2024-01-01T10:00:00")
+    stage.ingest([(0, [ev(t + 1_000)])], now_ms=t + 1_000, max_future_ms=MIN)
+    assert [b.rows for b in stage.flush(t + 1_000)] == [{}]  # the first marker
+    stage.ingest([(0, [ev(t + 2_000)])], now_ms=t + 2_000, max_future_ms=MIN)
+    assert stage.flush(t + 2_000) == []  # progress moved, but closes nothing
+    # quiet: the clock moves progress at every poll; a batch only once 10:01 + 5s is passed
+    sent = [now for now in range(t + 17_000, t + 70_000, 200) if stage.flush(now)]
+    assert sent == [t + 17_000, t + 65_000]  # turned idle; then the pane is final

@@ -31,8 +31,9 @@ What it measures, in one run (about 1-2 minutes on 2 cores):
    per partition (an event is late when older than its own partition's progress minus the
    lateness), so a backlog read a partition at a time makes nothing late; ``throughput_late10s``
    shows what a realistic lateness closes and drops with these events' 3 s jitter (windows close
-   in stage one and are merged by the merge stage as the run goes). The table gives each scenario's late share and the number of series its
-   KPIs hold for these events (computed here from the events with the rules' own filters).
+   in stage one and are merged by the merge stage as the run goes). The table gives each
+   scenario's late share and the number of series its KPIs hold for these events (computed
+   here from the events with the rules' own filters).
    ``ru_maxrss`` from ``wait4`` is not used: Linux carries the pre-``exec`` image of the forked
    bench process into it.
 

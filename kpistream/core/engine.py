@@ -74,6 +74,8 @@ class Engine:
         #: final panes that came after their window had closed (their partition was idle,
         #: or unread for a while), per KPI
         self.late_panes = dict.fromkeys(self.windows, 0)
+        #: batches left out because one before them was lost
+        self.gaps = 0
         self.derived = {k.name: _derived(k, rules) for k in rules.kpis.values() if k.derived}
         self.histories = _histories(rules)
         self.anomalies = {
@@ -129,13 +131,18 @@ class Engine:
         A batch's panes that end at or before its partition's previous progress minus the
         KPI's lateness were merged before (a partition replayed from a checkpoint repeats
         them) and are skipped; panes of windows closed already are counted in
-        :attr:`late_panes`.
+        :attr:`late_panes`. A batch that follows one not merged yet (that one was lost on
+        the way; its sender goes back to its checkpoint and sends both again) is left out
+        whole and counted in :attr:`gaps`.
         """
         for batch in batches:
             watermark = self.watermarks.get(batch.source)
             if watermark is None:
                 continue  # a source removed by a reload
             before = watermark.progress(batch.partition)
+            if batch.follows is not None and (before is None or batch.follows > before):
+                self.gaps += 1
+                continue
             for name, rows in batch.rows.items():
                 windows = self.windows.get(name)
                 if windows is not None:

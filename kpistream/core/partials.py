@@ -28,7 +28,7 @@ stage tells repeats from new panes by the partition's progress alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -65,6 +65,9 @@ class PaneBatch:
     partition: int
     marker: Marker
     rows: dict[str, list[tuple]] = field(default_factory=dict)
+    #: the progress of the partition's batch before this one (None: the first since a fresh
+    #: start): the merge takes a batch only after the one it follows, so none is skipped
+    follows: int | None = None
 
     @property
     def progress(self) -> int | None:
@@ -194,12 +197,21 @@ class SourcePartitions:
                 self._partition(partition).progress.observe(high, now_ms)
         return result
 
-    def flush(self, now_ms: int | None) -> list[PaneBatch]:
+    def flush(self, now_ms: int | None, quiet: Collection[int] | None = None
+              ) -> list[PaneBatch]:
         """The panes that became final, per partition, with a marker for every partition
-        whose marker changed (an idle partition moves on with ``now_ms``)."""
+        whose marker changed.
+
+        Only partitions in ``quiet`` (all when None) may be idle, moving on with ``now_ms``:
+        the caller names those it has read to their end, so a partition with events waiting
+        (a reader that stalled, a broker that was away) does not move past them.
+        """
         out = []
         for number, partition in sorted(self.partitions.items()):
-            partition.progress.tick(now_ms, self.idle_timeout_ms)
+            if quiet is None or number in quiet:
+                partition.progress.tick(now_ms, self.idle_timeout_ms)
+            else:
+                partition.progress.busy(now_ms)
             progress = partition.progress.progress
             rows = {}
             if progress is not None:
@@ -209,8 +221,9 @@ class SourcePartitions:
                         rows[kpi.name] = taken
             marker = partition.marker()
             if rows or self._news(partition.sent, marker):
+                follows = partition.sent.progress if partition.sent else None
                 partition.sent = marker
-                out.append(PaneBatch(self.source.name, number, marker, rows))
+                out.append(PaneBatch(self.source.name, number, marker, rows, follows))
         return out
 
     def _news(self, sent: Marker | None, marker: Marker) -> bool:

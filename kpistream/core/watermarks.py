@@ -55,6 +55,12 @@ class PartitionProgress:
         if now_ms is not None:
             self.last_arrival_ms = now_ms
 
+    def busy(self, now_ms: int | None) -> None:
+        """Events are waiting to be read: not idle, whatever the clock says."""
+        self.idle = False
+        if now_ms is not None:
+            self.last_arrival_ms = now_ms
+
     def tick(self, now_ms: int | None, idle_timeout_ms: int) -> bool:
         """Let the clock move an idle partition on; returns whether it is idle."""
         if now_ms is None or self.last_arrival_ms is None:

@@ -165,7 +165,9 @@ class Worker:
         return self.ingest.alive()
 
     def readiness(self) -> dict[str, bool]:
-        return self.ingest.readiness()
+        """Stage one's checks, and whether this worker merges as it should (a take-over
+        that failed is tried again; until then no window closes anywhere)."""
+        return {**self.ingest.readiness(), "merge_stage": not self.merge.taking_over}
 
 
 def run_worker(daemon: Daemon) -> int:

@@ -2,9 +2,10 @@
 
 ``/healthz`` answers 200 while the consume loop turns (503 when it has not polled for
 ``STALL_S``: a stuck worker, to be restarted); ``/readyz`` answers 200 when every readiness
-check holds — rules loaded, broker answering, partitions assigned — and 503 otherwise, with
-the checks as JSON either way, e.g. ``{"ready": false, "checks": {"rules_loaded": true,
-"broker_connected": false, "partitions_assigned": true}}``. Any other path serves metrics.
+check holds — rules loaded, broker answering, partitions assigned and restored, the merge stage
+taken over if it is this worker's — and 503 otherwise, with the checks as JSON either way,
+e.g. ``{"ready": false, "checks": {"rules_loaded": true, "broker_connected": false,
+"partitions_assigned": true, "merge_stage": true}}``. Any other path serves metrics.
 """
 
 from __future__ import annotations

@@ -87,10 +87,10 @@ class IngestService(mode.Service):
         self._lags: dict[TopicPartition, int] = {}
         self.checkpoints: CheckpointStore | None = None
         self._pacer = Pacer(settings.checkpoint_interval / 1000)
-        #: next offset to read per partition: what a checkpoint covers
+        #: the partitions this worker owns (restored), and the next offset to read in each
         self.offsets: dict[TopicPartition, int] = {}
-        #: partitions a restore moved during the current poll
-        self._seeked: set[TopicPartition] = set()
+        #: where reading started, for owned partitions no checkpoint covers yet
+        self._origins: dict[TopicPartition, int] = {}
         #: panes sent since the last checkpoint: if one is lost, go back to that checkpoint
         self._sent: list[asyncio.Future] = []
         #: a broker error interrupted the hot path: go back to the last checkpoint first
@@ -130,7 +130,7 @@ class IngestService(mode.Service):
     async def on_stop(self) -> None:
         if self.consumer is not None:
             async with self._idle:  # the batch in hand finishes first, dead letters included
-                if self.checkpoints is not None and self.consumer.assignment():
+                if self.checkpoints is not None and self.offsets:
                     await self.checkpoint()
             await self.consumer.stop()  # (a rebalance on the way out takes the lock itself)
         for client in (self.checkpoints, self.panes, self.dead_letters):
@@ -146,7 +146,7 @@ class IngestService(mode.Service):
         consumer = self.consumer
         return {"rules_loaded": bool(self.rules.kpis),
                 "broker_connected": consumer is not None and self._broker_answers,
-                "partitions_assigned": self.polling and bool(consumer and consumer.assignment())}
+                "partitions_assigned": self.polling and bool(self.offsets) and not self._broken}
 
     @mode.Service.task
     async def _watch_broker(self) -> None:
@@ -161,38 +161,45 @@ class IngestService(mode.Service):
             await self.sleep(BROKER_CHECK_S)
 
     async def checkpoint(self, partitions: Iterable[TopicPartition] | None = None) -> None:
-        """Write each partition's state with the offset it covers (all assigned by default),
+        """Write each partition's state with the offset it covers (all owned by default),
         once every pane and dead letter it handed on is on the broker; then commit."""
         assert self.checkpoints is not None and self.consumer is not None
         started = time.monotonic()
         for producer in (self.panes, self.dead_letters):
             if producer is not None:  # the offsets below cover what they were sent
                 await producer.flush()
-        if any(not f.done() or f.exception() is not None for f in self._sent):
-            raise BrokerUnavailable("panes were not delivered to the merge stage")
-        chosen = list(self.consumer.assignment() if partitions is None else partitions)
+        self._check_sent()
+        chosen = [tp for tp in (self.offsets if partitions is None else partitions)
+                  if tp in self.offsets]
         slices = {}
         for tp in chosen:
-            offset = self.offsets.get(tp)
-            if offset is None:  # quiet so far: where the consumer stands
-                offset = self.offsets[tp] = await self.consumer.position(tp)
             state = {source: self.stages[source].state([tp.partition]).get(tp.partition)
                      for source in self.topics.get(tp.topic, ())}
             slices[source_slice(tp)] = (pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL),
-                                        {tp: offset})
+                                        {tp: self.offsets[tp]})
         await self.checkpoints.save(slices)
         self._sent.clear()
+        for tp in chosen:  # a rewind goes back to this checkpoint now
+            self._origins.pop(tp, None)
         took = time.monotonic() - started
         self._pacer.wrote(started, took)
         self.exporter.checkpointed.set(time.time())
         self.exporter.checkpoint_seconds.observe(took)
-        try:
-            await self.consumer.commit({tp: self.offsets[tp] for tp in chosen})
-        except KafkaError as e:  # the checkpoint holds the offsets; the commit is for tools
+        try:  # the checkpoint holds the offsets; the commit is for tools: never wait long
+            await asyncio.wait_for(self.consumer.commit(
+                {tp: self.offsets[tp] for tp in chosen}), BROKER_CHECK_S)
+        except (KafkaError, TimeoutError) as e:
             log.warning("offset commit failed (%s); the checkpoint has them", e)
 
+    def _check_sent(self) -> None:
+        """Raise when a pane batch could not be handed on (the merge stage then leaves out
+        the batches after it, until a rewind sends them all again)."""
+        if any(f.done() and f.exception() is not None for f in self._sent):
+            raise BrokerUnavailable("panes were not delivered to the merge stage")
+
     async def restore(self, assigned: set[TopicPartition]) -> None:
-        """Take over ``assigned`` partitions: their checkpointed state, at its offsets."""
+        """Take over ``assigned`` partitions: their checkpointed state at its offset, or (no
+        usable checkpoint) fresh state where reading them started."""
         assert self.consumer is not None
         fresh = [tp for tp in assigned if tp not in self.offsets]
         found = {} if self.checkpoints is None else await self.checkpoints.load(
@@ -201,21 +208,18 @@ class IngestService(mode.Service):
             for source in self.topics.get(tp.topic, ()):  # whatever was here is outdated
                 self.stages[source].partitions.pop(tp.partition, None)
             checkpoint = found.get(source_slice(tp))
-            if checkpoint is None:
-                continue
-            try:
-                state = pickle.loads(checkpoint.state)
-            except (pickle.UnpicklingError, ValueError, EOFError, AttributeError,
-                    ImportError) as e:
-                log.warning("checkpoint of %s cannot be restored (%s: %s); reading it afresh "
-                            "from the committed offset", source_slice(tp), type(e).__name__, e)
-                continue
-            for source, partition_state in state.items():
-                if source in self.stages and partition_state is not None:
-                    self.stages[source].load({tp.partition: partition_state})
-            self.offsets[tp] = checkpoint.offsets[tp]
-            self.consumer.seek(tp, checkpoint.offsets[tp])
-            self._seeked.add(tp)
+            state = None if checkpoint is None else _slice_state(tp, checkpoint.state)
+            if state is not None:
+                for source, partition_state in state.items():
+                    if source in self.stages and partition_state is not None:
+                        self.stages[source].load({tp.partition: partition_state})
+                offset = checkpoint.offsets[tp]
+            else:  # the committed offset, or the reset policy's, when first read here
+                offset = self._origins.get(tp)
+                if offset is None:
+                    offset = self._origins[tp] = await self.consumer.position(tp)
+            self.offsets[tp] = offset
+            self.consumer.seek(tp, offset)
         self._assign(assigned)
         log.info("assigned %s (%d restored from checkpoints)", ", ".join(
             f"{tp.topic}/{tp.partition}" for tp in sorted(assigned)) or "nothing",
@@ -233,6 +237,8 @@ class IngestService(mode.Service):
             for tp in revoked:
                 self.offsets.pop(tp, None)
                 self._lags.pop(tp, None)
+                for source in self.topics.get(tp.topic, ()):
+                    self.stages[source].partitions.pop(tp.partition, None)
 
     def _assign(self, assigned: set[TopicPartition]) -> None:
         now_ms = int(time.time() * 1000)
@@ -245,32 +251,37 @@ class IngestService(mode.Service):
     async def _consume(self) -> None:
         assert self.consumer is not None
         while not self.should_stop:
-            self._seeked.clear()
             batches = await self.consumer.getmany(timeout_ms=self.settings.poll_timeout,
                                                   max_records=self.settings.batch_max_records)
             self.polling = True
-            self._last_poll = time.monotonic()
+            previous, self._last_poll = self._last_poll, time.monotonic()
+            stalled = previous is not None and \
+                self._last_poll - previous > self.settings.idle_timeout / 2000
             async with self._idle:
                 if self.should_stop:
                     break  # on_stop checkpoints what was processed
-                # records fetched before a restore moved their partition's position: read
-                # them again from there
-                batches = {tp: ms for tp, ms in batches.items() if tp not in self._seeked}
                 try:
-                    await self._step(batches)
+                    await self._step(self._owned_records(batches), stalled)
                 except (KafkaError, KpistreamError) as e:
                     self._broken = self.checkpoints is not None
                     log.warning("broker trouble (%s: %s); %s", type(e).__name__, e,
                                 "going back to the last checkpoint once it answers"
                                 if self._broken else "carrying on")
 
-    async def _step(self, batches: dict) -> None:
+    def _owned_records(self, batches: dict) -> dict:
+        """Records of partitions this worker owns, from the offset it reads next on (a poll
+        that spans a rebalance may hold others)."""
+        return {tp: [m for m in messages if m.offset >= self.offsets[tp]]
+                for tp, messages in batches.items() if tp in self.offsets}
+
+    async def _step(self, batches: dict, stalled: bool) -> None:
         if self._broken:  # this poll's records come again after the rewind
             await self._rewind()
             return
+        self._check_sent()
         if self.pending_rules is not None:
             await self.swap_rules(self.pending_rules)
-        await self.process(batches)
+        await self.process(batches, quiet=set() if stalled else None)
         if self.checkpoints and time.monotonic() >= self._pacer.due:
             await self.checkpoint()
 
@@ -285,8 +296,11 @@ class IngestService(mode.Service):
         await self.restore(assigned)
         self._broken = False
 
-    async def process(self, batches: dict) -> None:
-        """Ingest one poll (all partitions of a topic as one batch), hand on final panes."""
+    async def process(self, batches: dict, quiet: set[TopicPartition] | None = None) -> None:
+        """Ingest one poll (all partitions of a topic as one batch), hand on final panes.
+
+        ``quiet``: the partitions that may turn idle (default: those read to their end).
+        """
         now_ms = int(time.time() * 1000)
         by_topic: dict[str, list[tuple[TopicPartition, list]]] = {}
         for tp, messages in batches.items():
@@ -303,11 +317,19 @@ class IngestService(mode.Service):
                     messages = [m for _, ms in parts for m in ms]
                     await self._dead_letter(source, messages, result.rejected)
         assert self.panes is not None
+        quiet = self._read_to_end() if quiet is None else quiet
         for stage in self.stages.values():
-            for batch in stage.flush(now_ms):
+            numbers = {tp.partition for tp in quiet if tp.topic == stage.source.topic}
+            for batch in stage.flush(now_ms, numbers):
                 self._sent.append(await self.panes.send(
                     self.settings.panes, pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL),
                     key=f"{batch.source}/{batch.partition}".encode()))
+
+    def _read_to_end(self) -> set[TopicPartition]:
+        """Owned partitions read up to their fetch high watermark: only these may be idle."""
+        assert self.consumer is not None
+        return {tp for tp, offset in self.offsets.items()
+                if (high := self.consumer.highwater(tp)) is not None and offset >= high}
 
     async def swap_rules(self, rules: RuleSet) -> None:
         """Read for ``rules`` from now on; unchanged KPIs keep their panes."""
@@ -328,7 +350,7 @@ class IngestService(mode.Service):
             if name in self.stages:
                 stage.load(self.stages[name].state())
         self.stages, self.rules, self.topics = stages, rules, topics
-        self._assign(self.consumer.assignment())
+        self._assign(set(self.offsets))
 
     def _lag(self, tp: TopicPartition, messages: list) -> None:
         """Lag from the fetch high watermark (the broker's ListOffsets can be wrong)."""
@@ -358,7 +380,8 @@ class IngestService(mode.Service):
 
 class _Rebalance(ConsumerRebalanceListener):
     """Moves partition state with the partitions: checkpointed when revoked, restored when
-    assigned (aiokafka awaits both before the consumer fetches again)."""
+    assigned. Both hold the service's lock, so no batch is processed meanwhile; records
+    fetched around them are filtered by the owned offsets."""
 
     def __init__(self, service: IngestService) -> None:
         self.service = service
@@ -368,7 +391,22 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self.service._idle:
-            await self.service.restore(assigned)
+            try:
+                await self.service.restore(assigned)
+            except (KafkaError, KpistreamError) as e:  # the consume loop tries again
+                log.warning("restoring %d partition(s) failed (%s); trying again",
+                            len(assigned), e)
+                self.service._broken = True
+
+
+def _slice_state(tp: TopicPartition, data: bytes) -> dict | None:
+    """A partition's checkpointed state by source, or None when it cannot be read."""
+    try:
+        return pickle.loads(data)
+    except (pickle.UnpicklingError, ValueError, EOFError, AttributeError, ImportError) as e:
+        log.warning("checkpoint of %s cannot be restored (%s: %s); reading it afresh from the "
+                    "committed offset", source_slice(tp), type(e).__name__, e)
+        return None
 
 
 def _stages(rules: RuleSet, settings: Settings) -> dict[str, SourcePartitions]:

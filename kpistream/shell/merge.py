@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from kpistream.core.engine import Engine, Step
+from kpistream.core.partials import PaneBatch
 from kpistream.core.ruleset import RuleSet
 from kpistream.errors import BrokerUnavailable, KpistreamError
 from kpistream.settings import Settings
@@ -76,8 +77,8 @@ class MergeService(mode.Service):
         self.offset: int | None = None
         self._pacer = Pacer(settings.checkpoint_interval / 1000)
         self._idle = asyncio.Lock()
-        #: counts take-overs: a poll that spans one is dropped
-        self._generation = 0
+        #: a take-over failed (the broker did not answer): the consume loop tries again
+        self.taking_over = False
         self._late: dict[str, int] = {}
         #: every anomaly feedback given (alert ids): a new owner applies them all
         self._feedback_ids: list[str] = []
@@ -114,26 +115,34 @@ class MergeService(mode.Service):
             await self.checkpoints.stop()
 
     async def take_over(self) -> None:
-        """This worker merges from now on: restore the merge checkpoint, read on from it."""
-        assert self.consumer is not None
+        """This worker merges from now on: restore the merge checkpoint, read on from it.
+        When the broker does not answer, the consume loop tries again."""
         async with self._idle:
-            self._generation += 1
-            self.engine = self._engine(self.rules)
-            found = {} if self.checkpoints is None else await self.checkpoints.load(
-                [MERGE_SLICE])
-            checkpoint = found.get(MERGE_SLICE)
-            if checkpoint is not None and self._restore(checkpoint.state):
-                self.offset = checkpoint.offsets[self.tp]
-                self.consumer.seek(self.tp, self.offset)
-                log.info("merge stage restored from checkpoint %s", checkpoint.id)
-            else:
-                await self.consumer.seek_to_beginning(self.tp)
-                self.offset = None
-            await self._expect_partitions()
-            self.owner = True
-            for alert_id in self._feedback_ids:  # the models restored here learn them
-                self._apply_feedback(alert_id)
-            log.info("this worker merges the panes of every partition")
+            try:
+                await self._take_over()
+            except (KafkaError, KpistreamError) as e:
+                log.warning("taking the merge over failed (%s: %s); trying again",
+                            type(e).__name__, e)
+                self.taking_over = True
+
+    async def _take_over(self) -> None:
+        assert self.consumer is not None
+        self.taking_over = False
+        self.engine = self._engine(self.rules)
+        found = {} if self.checkpoints is None else await self.checkpoints.load([MERGE_SLICE])
+        checkpoint = found.get(MERGE_SLICE)
+        if checkpoint is not None and self._restore(checkpoint.state):
+            self.offset = checkpoint.offsets[self.tp]
+            self.consumer.seek(self.tp, self.offset)
+            log.info("merge stage restored from checkpoint %s", checkpoint.id)
+        else:
+            await self.consumer.seek_to_beginning(self.tp)
+            self.offset = None
+        await self._expect_partitions()
+        self.owner = True
+        for alert_id in self._feedback_ids:  # the models restored here learn them
+            self._apply_feedback(alert_id)
+        log.info("this worker merges the panes of every partition")
 
     def _restore(self, data: bytes) -> bool:
         try:
@@ -195,25 +204,40 @@ class MergeService(mode.Service):
     async def _consume(self) -> None:
         assert self.consumer is not None
         while not self.should_stop:
-            generation = self._generation
             batches = await self.consumer.getmany(timeout_ms=self.settings.poll_timeout,
                                                   max_records=self.settings.batch_max_records)
             async with self._idle:
-                if self.should_stop or not self.owner or generation != self._generation:
-                    continue  # fetched before a take-over moved the position: read again
-                if self.pending_rules is not None:
-                    await self.swap_rules(self.pending_rules)
-                records = batches.get(self.tp, [])
-                if records:
-                    self.offset = records[-1].offset + 1
-                self.process([pickle.loads(r.value) for r in records if r.value])
-                if self.checkpoints and time.monotonic() >= self._pacer.due:
-                    try:
-                        await self.checkpoint()
-                    except (KafkaError, KpistreamError) as e:  # the state stays in memory
-                        log.warning("merge checkpoint failed (%s: %s); trying again later",
-                                    type(e).__name__, e)
-                        self._pacer.wrote(time.monotonic(), 0.0)
+                if self.should_stop:
+                    break
+                if self.taking_over:
+                    await self.take_over_again()
+                    continue
+                if not self.owner:
+                    continue
+                try:
+                    await self._step(batches.get(self.tp, []))
+                except (KafkaError, KpistreamError) as e:  # the state stays in memory
+                    log.warning("merge stage: %s: %s; trying again later", type(e).__name__, e)
+                    self._pacer.wrote(time.monotonic(), 0.0)
+
+    async def take_over_again(self) -> None:
+        try:
+            await self._take_over()
+        except (KafkaError, KpistreamError) as e:
+            self.taking_over = True
+            log.warning("taking the merge over failed again (%s)", e)
+
+    async def _step(self, records: list) -> None:
+        """Merge the records read from the next offset on (a poll that spans a take-over may
+        hold others), then checkpoint when due."""
+        records = [r for r in records if self.offset is None or r.offset >= self.offset]
+        if records:
+            self.offset = records[-1].offset + 1
+        if self.pending_rules is not None:
+            await self.swap_rules(self.pending_rules)
+        self.process([b for r in records if (b := _pane_batch(r)) is not None])
+        if self.checkpoints and time.monotonic() >= self._pacer.due:
+            await self.checkpoint()
 
     def process(self, batches: list) -> Step:
         """Merge the panes, close windows, hand the step to the sinks."""
@@ -283,6 +307,19 @@ class MergeService(mode.Service):
             log.info("feedback on %s: the model learnt that window as normal", alert_id)
         else:
             log.debug("feedback on %s: %s here", alert_id, result)
+
+
+def _pane_batch(record) -> PaneBatch | None:
+    """A record's pane batch; anything else in the topic is logged and skipped."""
+    try:
+        batch = pickle.loads(record.value)
+    except Exception as e:  # whatever a foreign record holds, it must not stop the merge
+        log.warning("panes topic offset %d is not a pane batch (%s); skipped", record.offset, e)
+        return None
+    if not isinstance(batch, PaneBatch):
+        log.warning("panes topic offset %d is not a pane batch; skipped", record.offset)
+        return None
+    return batch
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -188,3 +188,29 @@ def test_progress_alone_is_handed_on_only_when_it_may_close_a_window():
     # quiet: the clock moves progress at every poll; a batch only once 10:01 + 5s is passed
     sent = [now for now in range(t + 17_000, t + 70_000, 200) if stage.flush(now)]
     assert sent == [t + 17_000, t + 65_000]  # turned idle; then the pane is final
+
+
+def test_a_lost_pane_batch_holds_back_the_ones_after_it_until_the_replay():
+    from kpistream.core.partials import SourcePartitions
+
+    rules = load_rules_text("sources: [{name: a, topic: ta}]\nkpis: [{name: n, source: a, "
+                            "agg: count(), window: 1m, lateness: 0s}]")
+    reader = SourcePartitions(rules.sources["a"], rules.kpis_of("a"), idle_timeout_ms=15_000)
+    t = ms("2024-01-01T10:00:00")
+    reader.ingest([(0, [ev(t)])], None, 0)
+    saved = reader.state()  # the partition's checkpoint
+    sent = []
+    for minute in (1, 2, 3):  # each event makes the previous minute's pane final
+        reader.ingest([(0, [ev(t + minute * MIN)])], None, 0)
+        sent += reader.flush(None)
+    merge = Engine(rules)
+    merge.expect("a", [0])
+    merge.merge([sent[0], sent[2]])  # the second batch was lost on the way
+    replay = SourcePartitions(rules.sources["a"], rules.kpis_of("a"), idle_timeout_ms=15_000)
+    replay.load(saved)  # its reader goes back to the checkpoint and reads on
+    for minute in (1, 2, 3):
+        replay.ingest([(0, [ev(t + minute * MIN)])], None, 0)
+        merge.merge(replay.flush(None))
+    assert [(w.end_ms - t, w.values[()]) for w in merge.advance().windows] == [
+        (MIN, 1.0), (2 * MIN, 1.0), (3 * MIN, 1.0)]
+    assert merge.gaps == 1  # the third batch, left out at first

@@ -58,7 +58,8 @@ async def test_probes_and_alertmanager_follow_the_alert(broker, tmp_path, alertm
     try:
         _, body = await poll(lambda: _ready(base), deadline_s=60, what="/readyz")
         assert body == {"ready": True, "checks": {"rules_loaded": True, "broker_connected": True,
-                                                  "partitions_assigned": True}}
+                                                  "partitions_assigned": True,
+                                                  "merge_stage": True}}
         assert get(f"{base}/healthz") == (200, {"alive": True})
         for index, orders in enumerate([5, 1, 5]):  # minute 1 has too few orders
             shop.minute(index, orders)

@@ -151,3 +151,16 @@ def test_accept_makes_the_same_deviation_less_anomalous() -> None:
     assert accepted.score < plain.score
     assert not accepted.is_anomaly
     assert accepted.upper - accepted.lower > plain.upper - plain.lower
+
+
+def test_outages_during_warm_up_do_not_widen_the_band_afterwards() -> None:
+    clean = noisy(500)
+    outages = list(clean)
+    for k in range(20, 200, 30):  # a drop to zero every 30 windows while warming up
+        outages[k] = 0.0
+    outages[450] = clean[450] - 10.0
+    plain, warmed = run(clean), run(outages)
+    assert [j.expected for j in warmed[:200]] == [None] * 200
+    width = [j.upper - j.lower for j in (plain[400], warmed[400])]
+    assert width[1] == pytest.approx(width[0], rel=0.1)
+    assert anomalies(warmed) == [450]

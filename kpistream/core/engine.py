@@ -125,7 +125,7 @@ class Engine:
                 folded[name] += count
         return folded
 
-    def merge(self, batches: Iterable[PaneBatch]) -> None:
+    def merge(self, batches: Iterable[PaneBatch], now_ms: int | None = None) -> None:
         """Take final panes from stage one (here or any worker's), each exactly once.
 
         A batch's panes that end at or before its partition's previous progress minus the
@@ -147,7 +147,7 @@ class Engine:
                 windows = self.windows.get(name)
                 if windows is not None:
                     windows.add(self._fresh(name, windows, rows, before))
-            watermark.update(batch.partition, batch.marker)
+            watermark.update(batch.partition, batch.marker, now_ms)
 
     def _fresh(self, name: str, windows: KpiWindows, rows: list[tuple], before: int | None
                ) -> list[tuple]:
@@ -166,9 +166,10 @@ class Engine:
         """Hand on the panes this process's partitions made final, and close every window the
         watermarks allow (idle partitions left out, given ``now_ms``)."""
         for stage in self.sources.values():
-            self.merge(stage.flush(now_ms))
+            self.merge(stage.flush(now_ms), now_ms)
         step = Step()
         for source, watermark in self.watermarks.items():
+            watermark.advance(now_ms, self.idle_timeout_ms)
             if watermark.current is None:
                 continue
             cap = watermark.cap

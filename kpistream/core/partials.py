@@ -130,8 +130,9 @@ class _Partition:
     def __init__(self, kpis: Sequence[Kpi]) -> None:
         self.progress = PartitionProgress()
         self.held = {k.name: _HeldPanes(k) for k in kpis}
-        #: the marker last handed on
+        #: the marker last handed on, and when (processing time)
         self.sent: Marker | None = None
+        self.sent_ms: int | None = None
 
     def marker(self) -> Marker:
         ends = [e for h in self.held.values() if (e := h.first_end()) is not None]
@@ -220,17 +221,23 @@ class SourcePartitions:
                     if taken:
                         rows[kpi.name] = taken
             marker = partition.marker()
-            if rows or self._news(partition.sent, marker):
+            if rows or self._news(partition, marker, now_ms):
                 follows = partition.sent.progress if partition.sent else None
-                partition.sent = marker
+                partition.sent, partition.sent_ms = marker, now_ms
                 out.append(PaneBatch(self.source.name, number, marker, rows, follows))
         return out
 
-    def _news(self, sent: Marker | None, marker: Marker) -> bool:
+    def _news(self, partition: _Partition, marker: Marker, now_ms: int | None) -> bool:
         """Whether a marker without panes is worth a batch: when the partition turns idle or
         back, or holds other panes, or its progress may close a window (it crossed a pane end
-        plus a KPI's lateness) — not at every poll, as an idle partition's progress moves on."""
+        plus a KPI's lateness) — not at every poll, as an idle partition's progress moves on —
+        and for an idle partition every third of the idle timeout, so that the merge stage
+        knows its reader is alive (see :meth:`Watermark.settle`)."""
+        sent = partition.sent
         if sent is None or (marker.idle, marker.held_from) != (sent.idle, sent.held_from):
+            return True
+        if marker.idle and now_ms is not None and partition.sent_ms is not None and \
+                now_ms - partition.sent_ms >= self.idle_timeout_ms // 3:
             return True
         if marker.progress == sent.progress or marker.progress is None:
             return False

@@ -20,12 +20,15 @@ still holds are final (``cap``). When every partition is idle, the largest progr
 >>> w = Watermark()
 >>> w.expect([0, 1])
 >>> w.update(0, Marker(progress=5_000))
+>>> w.advance()
 >>> print(w.current)  # partition 1 has said nothing yet: nothing is final
 None
 >>> w.update(1, Marker(progress=3_000))
+>>> w.advance()
 >>> w.current
 3000
 >>> w.update(1, Marker(progress=4_000, idle=True, held_from=60_000))
+>>> w.advance()
 >>> w.current, w.cap  # 1 is idle (left out) but holds a pane ending at 60 s
 (5000, 60000)
 """
@@ -94,6 +97,8 @@ class Watermark:
 
     def __init__(self) -> None:
         self.markers: dict[int, Marker] = {}
+        #: processing time each partition's marker arrived (when the caller has a clock)
+        self.heard: dict[int, int] = {}
         self.current: int | None = None
 
     def expect(self, partitions: Iterable[int]) -> None:
@@ -102,29 +107,33 @@ class Watermark:
         self.markers = {p: m for p, m in self.markers.items() if p in wanted}
         for p in wanted:
             self.markers.setdefault(p, Marker(None))
-        self._advance()
 
     def progress(self, partition: int) -> int | None:
         marker = self.markers.get(partition)
         return marker.progress if marker else None
 
-    def update(self, partition: int, marker: Marker) -> None:
-        """Take a partition's newer marker (progress never goes back)."""
+    def update(self, partition: int, marker: Marker, now_ms: int | None = None) -> None:
+        """Take a partition's newer marker (progress never goes back), arrived at ``now_ms``."""
         old = self.markers.get(partition)
         if old is not None and old.progress is not None and (
                 marker.progress is None or marker.progress < old.progress):
             marker = Marker(old.progress, marker.idle, marker.held_from)
         self.markers[partition] = marker
-        self._advance()
+        if now_ms is not None:
+            self.heard[partition] = now_ms
 
-    @property
-    def cap(self) -> int | None:
-        """The earliest end of a pane that an idle partition still holds."""
-        held = [m.held_from for m in self.markers.values() if m.idle and m.held_from is not None]
-        return min(held, default=None)
+    def advance(self, now_ms: int | None = None, stale_ms: int | None = None) -> None:
+        """Recompute the watermark from the markers taken so far (at ``now_ms``).
 
-    def _advance(self) -> None:
-        live = [m for m in self.markers.values() if not m.idle]
+        An idle partition not heard of for ``stale_ms`` (its reader re-sends the marker
+        every third of that) counts as live again, holding windows at its last progress: its
+        reader may have died, and the next one may bring events.
+        """
+        stale = set() if now_ms is None or stale_ms is None else {
+            p for p, m in self.markers.items()
+            if m.idle and now_ms - self.heard.get(p, now_ms) >= stale_ms}
+        live = [m for p, m in self.markers.items() if not m.idle or p in stale]
+
         if live:
             if any(m.progress is None for m in live):
                 return
@@ -137,8 +146,16 @@ class Watermark:
         if self.current is None or candidate > self.current:
             self.current = candidate
 
+    @property
+    def cap(self) -> int | None:
+        """The earliest end of a pane that an idle partition still holds."""
+        held = [m.held_from for m in self.markers.values() if m.idle and m.held_from is not None]
+        return min(held, default=None)
+
     def state(self) -> dict:
-        return {"markers": dict(self.markers), "current": self.current}
+        return {"markers": dict(self.markers), "heard": dict(self.heard),
+                "current": self.current}
 
     def load(self, state: dict) -> None:
         self.markers, self.current = dict(state["markers"]), state["current"]
+        self.heard = dict(state["heard"])

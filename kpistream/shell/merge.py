@@ -241,8 +241,9 @@ class MergeService(mode.Service):
 
     def process(self, batches: list) -> Step:
         """Merge the panes, close windows, hand the step to the sinks."""
-        self.engine.merge(batches)
-        step = self.engine.advance()
+        now_ms = int(time.time() * 1000)
+        self.engine.merge(batches, now_ms)
+        step = self.engine.advance(now_ms)
         for source in self.rules.sources:
             watermark = self.engine.watermark(source)
             if watermark is not None:

@@ -185,9 +185,10 @@ def test_progress_alone_is_handed_on_only_when_it_may_close_a_window():
     assert [b.rows for b in stage.flush(t + 1_000)] == [{}]  # the first marker
     stage.ingest([(0, [ev(t + 2_000)])], now_ms=t + 2_000, max_future_ms=MIN)
     assert stage.flush(t + 2_000) == []  # progress moved, but closes nothing
-    # quiet: the clock moves progress at every poll; a batch only once 10:01 + 5s is passed
+    # quiet: the clock moves progress at every poll, yet no batch goes out for that alone
     sent = [now for now in range(t + 17_000, t + 70_000, 200) if stage.flush(now)]
-    assert sent == [t + 17_000, t + 65_000]  # turned idle; then the pane is final
+    # turned idle, then a heartbeat every 5 s (a third of the idle timeout) and the pane final
+    assert sent == [t + 17_000 + k * 5_000 for k in range(10)] + [t + 65_000]
 
 
 def test_a_lost_pane_batch_holds_back_the_ones_after_it_until_the_replay():
@@ -214,3 +215,27 @@ def test_a_lost_pane_batch_holds_back_the_ones_after_it_until_the_replay():
     assert [(w.end_ms - t, w.values[()]) for w in merge.advance().windows] == [
         (MIN, 1.0), (2 * MIN, 1.0), (3 * MIN, 1.0)]
     assert merge.gaps == 1  # the third batch, left out at first
+
+
+def test_an_idle_partition_whose_reader_went_silent_holds_windows_again():
+    from kpistream.core.partials import PaneBatch
+    from kpistream.core.watermarks import Marker
+
+    e = engine("  - {name: n, source: a, agg: count(), window: 1m, lateness: 0s}")
+    t = ms("2024-01-01T10:00:00")
+    now = t + 10 * MIN
+    e.expect("a", [0, 1])
+    e.merge([PaneBatch("a", 0, Marker(t + 3 * MIN)),
+             PaneBatch("a", 1, Marker(t + 30_000, idle=True))], now)
+    e.advance(now)
+    assert e.watermark("a") == t + 3 * MIN  # idle partition 1 is left out
+    # partition 1's reader dies; partition 0's goes on; 15 s later 1 counts as live again
+    e.merge([PaneBatch("a", 0, Marker(t + 5 * MIN), follows=t + 3 * MIN)], now + 14_000)
+    e.advance(now + 14_000)
+    assert e.watermark("a") == t + 5 * MIN
+    e.merge([PaneBatch("a", 0, Marker(t + 6 * MIN), follows=t + 5 * MIN)], now + 15_000)
+    e.advance(now + 15_000)
+    assert e.watermark("a") == t + 5 * MIN  # held: its next reader may bring events
+    e.merge([PaneBatch("a", 1, Marker(t + 7 * MIN, idle=True), follows=t + 30_000)], now + 16_000)
+    e.advance(now + 16_000)  # a new reader's heartbeat: idle, left out again
+    assert e.watermark("a") == t + 6 * MIN

@@ -214,16 +214,28 @@ class IngestService(mode.Service):
                     if source in self.stages and partition_state is not None:
                         self.stages[source].load({tp.partition: partition_state})
                 offset = checkpoint.offsets[tp]
-            else:  # the committed offset, or the reset policy's, when first read here
+            else:
                 offset = self._origins.get(tp)
                 if offset is None:
-                    offset = self._origins[tp] = await self.consumer.position(tp)
+                    offset = self._origins[tp] = await self._origin(tp)
             self.offsets[tp] = offset
             self.consumer.seek(tp, offset)
         self._assign(assigned)
         log.info("assigned %s (%d restored from checkpoints)", ", ".join(
             f"{tp.topic}/{tp.partition}" for tp in sorted(assigned)) or "nothing",
             sum(source_slice(tp) in found for tp in fresh))
+
+    async def _origin(self, tp: TopicPartition) -> int:
+        """Where to read a partition no checkpoint covers: its committed offset, else where
+        ``start_from`` says (not the consumer's position: a poll may have moved it past
+        records it returned before the partition was restored)."""
+        assert self.consumer is not None
+        committed = await self.consumer.committed(tp)
+        if committed is not None:
+            return committed
+        if self.settings.start_from == "earliest":
+            return (await self.consumer.beginning_offsets([tp]))[tp]
+        return await self.consumer.position(tp)
 
     async def release(self, revoked: set[TopicPartition]) -> None:
         """Hand ``revoked`` partitions on: checkpoint them, then forget them here."""

@@ -4,10 +4,10 @@ The embedded broker has no transactions, so exact results after a crash come fro
 the state and the offsets it covers as one checkpoint, restoring it, and seeking the sources
 to its offsets. State is kept in *slices* that move between workers on their own: one per
 source partition (stage one's held panes) and one for the merge stage. A slice larger than
-one message is split into parts; it counts only when every part is there. Restoring reads the
-topic's tail by the *fetch* high watermark (the broker's ListOffsets can be wrong, see
-BROKER-NOTES), widening the tail until the newest complete checkpoint of every wanted slice
-is found.
+one message is split into parts; it counts only when every part is there. Each slice keeps to
+one partition of the topic, so restoring a slice reads the tail of its partition by the
+*fetch* high watermark (the broker's ListOffsets can be wrong, see BROKER-NOTES), widening the
+tail until the newest complete checkpoint of every wanted slice is found.
 
 The state is pickled: the topic is internal to kpistream's workers of one consumer group and
 must be writable by them only (protect it with ACLs on a shared cluster).
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -25,13 +26,15 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from kpistream.errors import BrokerUnavailable
-from kpistream.shell.broker import ensure_topics
+from kpistream.shell.broker import ensure_topics, topic_partitions
 from kpistream.shell.topics import read_tail
 
 __all__ = ["Checkpoint", "CheckpointStore"]
 
 _PART_BYTES = 512 * 1024
 _FIRST_TAIL = 64
+#: partitions of a new checkpoint topic (an existing one keeps its own count)
+_PARTITIONS = 8
 
 
 @dataclass(frozen=True)
@@ -52,13 +55,20 @@ class CheckpointStore:
         self.group = group
         self._producer: AIOKafkaProducer | None = None
         self._seq = itertools.count()
+        self.partitions = 1
 
     async def start(self) -> None:
-        await ensure_topics(self.bootstrap, {self.topic: 1},
+        await ensure_topics(self.bootstrap, {self.topic: _PARTITIONS},
                             configs={"retention.ms": str(24 * 3600 * 1000)})
+        self.partitions = len((await topic_partitions(self.bootstrap, [self.topic]))[self.topic])
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
                                           max_request_size=_PART_BYTES * 2)
         await self._producer.start()
+
+    def _partition(self, key: bytes) -> int:
+        """Each slice keeps to one partition (a stable hash of its key), so restoring a slice
+        reads the tail of its own partition, not every slice's checkpoints."""
+        return zlib.crc32(key) % self.partitions
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -77,8 +87,9 @@ class CheckpointStore:
                 headers = [("cp-id", cp_id.encode()), ("cp-part", f"{i}/{len(parts)}".encode())]
                 if i == len(parts) - 1:
                     headers.append(("cp-offsets", _encode_offsets(offsets)))
-                sent.append(await self._producer.send(self.topic, part, key=self._key(name),
-                                                      headers=headers))
+                key = self._key(name)
+                sent.append(await self._producer.send(self.topic, part, key=key, headers=headers,
+                                                      partition=self._partition(key)))
         try:
             for future in sent:
                 await future
@@ -88,13 +99,18 @@ class CheckpointStore:
 
     async def load(self, names: Iterable[str]) -> dict[str, Checkpoint]:
         """The newest complete checkpoint of each slice in ``names`` that has one."""
-        keys = {self._key(name): name for name in names}
-        if not keys:
-            return {}
-        records = await read_tail(self.bootstrap, self.topic, first=_FIRST_TAIL * len(keys),
-                                  enough=lambda rs: len(self._newest(rs, keys)) == len(keys),
-                                  fetch_bytes=_PART_BYTES * 4)
-        return self._newest(records, keys)
+        by_partition: dict[int, dict[bytes, str]] = {}
+        for name in names:
+            key = self._key(name)
+            by_partition.setdefault(self._partition(key), {})[key] = name
+        found: dict[str, Checkpoint] = {}
+        for partition, keys in sorted(by_partition.items()):
+            records = await read_tail(
+                self.bootstrap, self.topic, first=_FIRST_TAIL * len(keys), partition=partition,
+                enough=lambda rs, keys=keys: len(self._newest(rs, keys)) == len(keys),
+                fetch_bytes=_PART_BYTES * 32)
+            found |= self._newest(records, keys)
+        return found
 
     def _key(self, name: str) -> bytes:
         return f"{self.group}|{name}".encode()

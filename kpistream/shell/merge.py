@@ -100,10 +100,6 @@ class MergeService(mode.Service):
         await self._follow_feedback(bootstrap)
         self.consumer = _consumer(bootstrap, self.settings, f"{self.settings.group_id}.merge")
         self.consumer.subscribe([self.settings.panes], listener=_Rebalance(self))
-        try:
-            await self.consumer.start()
-        except KafkaError as e:
-            raise BrokerUnavailable(f"cannot consume from {bootstrap}: {e}") from e
 
     async def on_stop(self) -> None:
         if self.consumer is not None:
@@ -203,6 +199,9 @@ class MergeService(mode.Service):
     @mode.Service.task
     async def _consume(self) -> None:
         assert self.consumer is not None
+        # started here, not in on_start: joining the group (which the broker may hold for
+        # seconds) then overlaps with stage one's start and join
+        await self.consumer.start()
         while not self.should_stop:
             batches = await self.consumer.getmany(timeout_ms=self.settings.poll_timeout,
                                                   max_records=self.settings.batch_max_records)

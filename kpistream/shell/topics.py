@@ -61,12 +61,14 @@ _DEADLINE_S = 30.0
 
 async def read_tail(bootstrap: str, topic: str, *, first: int,
                     enough: Callable[[list[ConsumerRecord]], bool] = lambda records: True,
-                    fetch_bytes: int = 4 * 1024 * 1024) -> list[ConsumerRecord]:
-    """The last records of partition 0 of ``topic``: ``first`` of them, then 8 times as many
+                    fetch_bytes: int = 4 * 1024 * 1024, partition: int = 0
+                    ) -> list[ConsumerRecord]:
+    """The last records of ``partition`` of ``topic``: ``first`` of them, then 8 times as many
     until ``enough(records)`` says so or the whole partition has been read."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                max_partition_fetch_bytes=fetch_bytes)
-    tp = TopicPartition(topic, 0)
+                                max_partition_fetch_bytes=fetch_bytes,
+                                fetch_max_bytes=max(fetch_bytes, 50 * 1024 * 1024))
+    tp = TopicPartition(topic, partition)
     await consumer.start()
     try:
         consumer.assign([tp])

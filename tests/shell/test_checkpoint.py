@@ -56,7 +56,7 @@ async def test_a_checkpoint_cut_short_by_a_crash_is_ignored(broker):
         await store.save({"merge": (b"good", {TopicPartition("t", 0): 5})})
         # the first of two parts of a newer checkpoint, as a crash mid-save leaves it
         await store._producer.send_and_wait(store.topic, b"half", key=b"g|merge", headers=[
-            ("cp-id", b"newer"), ("cp-part", b"0/2")])
+            ("cp-id", b"newer"), ("cp-part", b"0/2")], partition=store._partition(b"g|merge"))
         restored = (await store.load(["merge"]))["merge"]
         assert (restored.state, restored.offsets) == (b"good", {TopicPartition("t", 0): 5})
     finally:

@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/engine_throughput.py
 	$(PY) bench/alert_latency.py
 	$(PY) bench/backtest_speed.py
+	$(PY) bench/scale_out.py
 
 clean:
 	rm -rf $(VENV)

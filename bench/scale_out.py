@@ -39,7 +39,7 @@ seeded order events. Every run below uses a fresh consumer group over the same e
    the fetch high watermark, never ``end_offsets()``, see shared/BROKER-NOTES.md) until the
    source slices' offsets add up to N and then until the merge slice's offset reaches the
    high watermark of ``<group>-panes`` (read here by a fetch) as it was when they first did
-   (idle partitions keep sending progress markers, so that topic keeps growing).
+   (idle partitions send a heartbeat marker every few seconds, so that topic keeps growing).
    Checkpoint size = the sum of the value sizes of each slice's newest checkpoint. That load
    (and unpickling each slice) is timed here too: the bench's share of the restore work,
    without any group join.
@@ -409,7 +409,7 @@ def wait_for_checkpoint(child: Child, loop: asyncio.AbstractEventLoop, bootstrap
                         group: str, n: int, since: float) -> Loaded:
     """Each time the checkpoint gauge advances past ``since``, read the group's newest
     checkpoints, until the source slices cover every event and the merge slice covers every
-    pane that was on the broker when they first did (idle partitions keep sending progress
+    pane that was on the broker when they first did (idle partitions keep sending heartbeat
     markers, so the panes topic keeps growing)."""
     deadline = time.monotonic() + CHECKPOINT_DEADLINE_S
     seen = since

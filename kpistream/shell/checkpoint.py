@@ -55,19 +55,26 @@ class CheckpointStore:
         self.group = group
         self._producer: AIOKafkaProducer | None = None
         self._seq = itertools.count()
-        self.partitions = 1
+        #: the topic's partition count, read at start (or at the first load)
+        self.partitions: int | None = None
 
     async def start(self) -> None:
         await ensure_topics(self.bootstrap, {self.topic: _PARTITIONS},
                             configs={"retention.ms": str(24 * 3600 * 1000)})
-        self.partitions = len((await topic_partitions(self.bootstrap, [self.topic]))[self.topic])
+        await self._count_partitions()
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all",
                                           max_request_size=_PART_BYTES * 2)
         await self._producer.start()
 
+    async def _count_partitions(self) -> None:
+        if self.partitions is None:
+            found = await topic_partitions(self.bootstrap, [self.topic])
+            self.partitions = len(found.get(self.topic, [0]))
+
     def _partition(self, key: bytes) -> int:
         """Each slice keeps to one partition (a stable hash of its key), so restoring a slice
         reads the tail of its own partition, not every slice's checkpoints."""
+        assert self.partitions is not None, "start() first"
         return zlib.crc32(key) % self.partitions
 
     async def stop(self) -> None:
@@ -99,6 +106,7 @@ class CheckpointStore:
 
     async def load(self, names: Iterable[str]) -> dict[str, Checkpoint]:
         """The newest complete checkpoint of each slice in ``names`` that has one."""
+        await self._count_partitions()
         by_partition: dict[int, dict[bytes, str]] = {}
         for name in names:
             key = self._key(name)

@@ -204,6 +204,7 @@ class IngestService(mode.Service):
         fresh = [tp for tp in assigned if tp not in self.offsets]
         found = {} if self.checkpoints is None else await self.checkpoints.load(
             source_slice(tp) for tp in fresh)
+        restored: dict[TopicPartition, int] = {}
         for tp in fresh:
             for source in self.topics.get(tp.topic, ()):  # whatever was here is outdated
                 self.stages[source].partitions.pop(tp.partition, None)
@@ -218,8 +219,9 @@ class IngestService(mode.Service):
                 offset = self._origins.get(tp)
                 if offset is None:
                     offset = self._origins[tp] = await self._origin(tp)
-            self.offsets[tp] = offset
+            restored[tp] = offset
             self.consumer.seek(tp, offset)
+        self.offsets.update(restored)  # owned (and ready) once all are restored
         self._assign(assigned)
         log.info("assigned %s (%d restored from checkpoints)", ", ".join(
             f"{tp.topic}/{tp.partition}" for tp in sorted(assigned)) or "nothing",

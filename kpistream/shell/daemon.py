@@ -19,7 +19,7 @@ from typing import TextIO
 import mode
 
 from kpistream.core.durations import rfc3339
-from kpistream.core.engine import Engine, Step
+from kpistream.core.engine import Step
 from kpistream.core.notify.model import AlertEvent
 from kpistream.core.ruleset import RuleSet
 from kpistream.errors import UsageError
@@ -155,11 +155,6 @@ class Worker:
     def __init__(self, ingest: IngestService, merge: MergeService) -> None:
         self.ingest = ingest
         self.merge = merge
-
-    @property
-    def engine(self) -> Engine:
-        """The merge stage's engine (empty unless this worker merges)."""
-        return self.merge.engine
 
     def alive(self) -> bool:
         return self.ingest.alive()

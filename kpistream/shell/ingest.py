@@ -28,7 +28,7 @@ from kpistream.shell.broker import ensure_topics
 from kpistream.shell.checkpoint import CheckpointStore
 from kpistream.shell.exporter import Exporter
 
-__all__ = ["IngestService", "Pacer", "ensure_panes_topic", "source_slice"]
+__all__ = ["IngestService", "Pacer", "ensure_panes_topic", "group_consumer", "source_slice"]
 
 log = logging.getLogger("kpistream.ingest")
 #: checkpoints take at most 1/20 of the time
@@ -111,7 +111,7 @@ class IngestService(mode.Service):
             self.checkpoints = CheckpointStore(bootstrap, self.settings.checkpoint_topic,
                                                self.settings.group_id)
             await self.checkpoints.start()
-        self.consumer = _consumer(bootstrap, self.settings)
+        self.consumer = group_consumer(bootstrap, self.settings)
         self.consumer.subscribe(list(self.topics), listener=_Rebalance(self))
         try:
             await self.consumer.start()
@@ -435,8 +435,9 @@ def _topics(rules: RuleSet) -> dict[str, list[str]]:
     return topics
 
 
-def _consumer(bootstrap: str, settings: Settings, group_id: str | None = None
-              ) -> AIOKafkaConsumer:
+def group_consumer(bootstrap: str, settings: Settings, group_id: str | None = None
+                   ) -> AIOKafkaConsumer:
+    """A consumer in ``group_id`` (default: the settings' group) that commits nothing itself."""
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         max_poll_records=settings.batch_max_records,

@@ -33,7 +33,7 @@ from kpistream.shell.broker import topic_partitions
 from kpistream.shell.checkpoint import CheckpointStore
 from kpistream.shell.exporter import Exporter
 from kpistream.shell.feedback import FeedbackLog
-from kpistream.shell.ingest import Pacer, _consumer, ensure_panes_topic
+from kpistream.shell.ingest import Pacer, ensure_panes_topic, group_consumer
 
 __all__ = ["MERGE_SLICE", "MergeService", "StatefulPart", "StepSink"]
 
@@ -98,7 +98,7 @@ class MergeService(mode.Service):
                                                self.settings.group_id)
             await self.checkpoints.start()
         await self._follow_feedback(bootstrap)
-        self.consumer = _consumer(bootstrap, self.settings, f"{self.settings.group_id}.merge")
+        self.consumer = group_consumer(bootstrap, self.settings, f"{self.settings.group_id}.merge")
         self.consumer.subscribe([self.settings.panes], listener=_Rebalance(self))
 
     async def on_stop(self) -> None:
@@ -114,12 +114,15 @@ class MergeService(mode.Service):
         """This worker merges from now on: restore the merge checkpoint, read on from it.
         When the broker does not answer, the consume loop tries again."""
         async with self._idle:
-            try:
-                await self._take_over()
-            except (KafkaError, KpistreamError) as e:
-                log.warning("taking the merge over failed (%s: %s); trying again",
-                            type(e).__name__, e)
-                self.taking_over = True
+            await self._try_take_over()
+
+    async def _try_take_over(self) -> None:
+        try:
+            await self._take_over()
+        except (KafkaError, KpistreamError) as e:
+            log.warning("taking the merge over failed (%s: %s); trying again",
+                        type(e).__name__, e)
+            self.taking_over = True
 
     async def _take_over(self) -> None:
         assert self.consumer is not None
@@ -209,7 +212,7 @@ class MergeService(mode.Service):
                 if self.should_stop:
                     break
                 if self.taking_over:
-                    await self.take_over_again()
+                    await self._try_take_over()
                     continue
                 if not self.owner:
                     continue
@@ -218,13 +221,6 @@ class MergeService(mode.Service):
                 except (KafkaError, KpistreamError) as e:  # the state stays in memory
                     log.warning("merge stage: %s: %s; trying again later", type(e).__name__, e)
                     self._pacer.wrote(time.monotonic(), 0.0)
-
-    async def take_over_again(self) -> None:
-        try:
-            await self._take_over()
-        except (KafkaError, KpistreamError) as e:
-            self.taking_over = True
-            log.warning("taking the merge over failed again (%s)", e)
 
     async def _step(self, records: list) -> None:
         """Merge the records read from the next offset on (a poll that spans a take-over may

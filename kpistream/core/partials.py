@@ -115,7 +115,7 @@ class _HeldPanes:
         calendar, agg = self.kpi.calendar, self.kpi.agg
         final = sorted(p for p in self.panes if calendar.pane_end(p) <= limit_ms)
         rows = [(pane, *key, *agg.as_partial(state))
-                for pane in final for key, state in sorted(self.panes.pop(pane).items())]
+                for pane in final for key, state in self.panes.pop(pane).items()]
         if final and self.width:
             self.series = {key for states in self.panes.values() for key in states}
         return rows

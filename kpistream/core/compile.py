@@ -25,11 +25,12 @@ from kpistream.core.documents import Located, RuleDocument, check_timezone, iter
 from kpistream.core.durations import format_duration
 from kpistream.core.hints import did_you_mean
 from kpistream.core.known_events import CALENDARS, calendar_ranges
-from kpistream.core.ruleset import Kpi, RuleSet, Source, label_name
+from kpistream.core.ruleset import Digest, Kpi, RuleSet, Source, Target, label_name
 from kpistream.errors import Problem
 
 __all__ = ["RESERVED_LABELS", "compile_rules"]
-RESERVED_LABELS = frozenset({"kpi", "alert", "severity"})
+RESERVED_LABELS = frozenset({"kpi", "alert", "severity", "period"})
+DAY_MS = 86_400_000
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
@@ -51,6 +52,7 @@ def compile_rules(
             compiled[kpi.name] = kpi
     ordered = _topological(compiled, kpis, problems)
     _check_derived(ordered, kpis, problems)
+    _check_parents(ordered, kpis, problems)
     return RuleSet(
         timezone=timezone,
         sources={n: _source(i.spec, fields[n]) for n, i in sources.items()},
@@ -60,6 +62,9 @@ def compile_rules(
         owners={n: compile_owner(i, timezone) for n, i in owners.items()},
         silences=tuple(s for s in (compile_silence(i, n, problems)
                                    for n, i in enumerate(silences)) if s),
+        digests=tuple(d for d in (_compile_digest(i, kpis, owners, problems)
+                                  for i in _unique(iter_items(docs, "digests"), "digest",
+                                                   problems).values()) if d),
         files=files,
         text_digest=digest,
     )
@@ -97,7 +102,9 @@ def _compile_kpi(item, sources, kpis, owners, fields, timezone, problems) -> Kpi
         name=spec.name, window_ms=spec.window, hop_ms=spec.hop, calendar=calendar,
         by=tuple(spec.by), lateness_ms=spec.lateness, series_ttl_ms=spec.series_ttl,
         max_series=spec.max_series,
-        title=spec.title, unit=spec.unit, owner=spec.owner,
+        title=spec.title, unit=spec.unit, owner=spec.owner, definition=spec.definition,
+        description=spec.description, version=spec.version, parent=spec.parent,
+        targets=_targets(item, problems),
     )
     if spec.anomaly is not None:
         common.update(_anomaly(item, timezone, problems))
@@ -106,6 +113,92 @@ def _compile_kpi(item, sources, kpis, owners, fields, timezone, problems) -> Kpi
     else:
         kpi = _source_kpi(item, sources, fields, common, problems)
     return kpi if len(problems) == errors_before else None
+
+
+def _targets(item, problems: list[Problem]) -> tuple[Target, ...]:
+    """``targets:`` per period; a period's value is the sum of its windows, so the KPI must
+    be a tumbling ``count()`` or ``sum()`` whose window divides a day."""
+    spec = item.spec
+    if not spec.targets:
+        return ()
+    agg = spec.agg.split("(")[0].strip() if spec.agg else None
+    if agg not in ("count", "sum"):
+        problems.append(item.problem("targets", "targets need a KPI aggregated with count() or "
+                                     "sum(): a period's value is the sum of its windows; put "
+                                     "the target on the KPIs a formula reads"))
+        return ()
+    if spec.hop is not None or spec.window > DAY_MS or DAY_MS % spec.window:
+        problems.append(item.problem("targets", "targets need a tumbling window (no hop) that "
+                                     "divides a day, such as 1m, 1h or 1d"))
+        return ()
+    targets, periods = [], set()
+    for i, target in enumerate(spec.targets):
+        where = (*item.loc, "targets", i)
+        if target.period in periods:
+            problems.append(item.doc.at((*where, "period"), f"a second target for period "
+                                        f'"{target.period}"; one target per period'))
+            continue
+        periods.add(target.period)
+        if target.value is None and not target.values:
+            problems.append(item.doc.at(where, "a target needs value (every series) or values "
+                                        "(per series)"))
+            continue
+        values = {}
+        for key, amount in target.values.items():
+            parts = tuple(key.split("/")) if spec.by else ()
+            if len(parts) != len(spec.by) or not spec.by:
+                problems.append(item.doc.at((*where, "values", key), f'"{key}" does not name a '
+                                            f"series: give the values of {spec.by or 'no'} "
+                                            "dimensions joined with /", key=True))
+                continue
+            values[parts] = amount
+        targets.append(Target(target.period, target.value, values))
+    return tuple(targets)
+
+
+def _check_parents(ordered: dict[str, Kpi], kpis, problems) -> None:
+    """``parent:`` names a KPI of the same window whose dimensions are among this one's, and
+    the links form a tree."""
+    for kpi in ordered.values():
+        if kpi.parent is None:
+            continue
+        item = kpis[kpi.name]
+        parent = ordered.get(kpi.parent)
+        if kpi.parent not in kpis:
+            problems.append(unknown_reference(item, "parent", kpi.parent, kpis, "kpis"))
+        elif parent is None:
+            continue
+        elif not set(parent.by) <= set(kpi.by):
+            problems.append(item.problem("parent", f'parent "{parent.name}" is by '
+                                         f"{list(parent.by)}; a child keeps its parent's "
+                                         f"dimensions and may add some, got {list(kpi.by)}"))
+        elif (parent.window_ms, parent.hop_ms) != (kpi.window_ms, kpi.hop_ms):
+            problems.append(item.problem("parent", f'window differs from parent "{parent.name}"'
+                                         "; a child has its parent's window and hop"))
+        else:
+            seen, node = {kpi.name}, parent
+            while node is not None and node.parent is not None:
+                if node.parent in seen:
+                    problems.append(item.problem("parent", "parent links form a cycle: "
+                                                 + " -> ".join([*seen, node.parent])))
+                    break
+                seen.add(node.name)
+                node = ordered.get(node.parent)
+
+
+def _compile_digest(item: Located, kpis, owners, problems: list[Problem]) -> Digest | None:
+    spec = item.spec
+    before = len(problems)
+    for i, name in enumerate(spec.kpis):
+        if name not in kpis:
+            problems.append(item.doc.at((*item.loc, "kpis", i), f'unknown kpi "{name}"; define '
+                                        f"it under kpis{did_you_mean(name, kpis)}"))
+    if spec.owner is not None and spec.owner not in owners:
+        problems.append(unknown_reference(item, "owner", spec.owner, owners, "owners"))
+    if len(problems) > before:
+        return None
+    return Digest(spec.name, spec.cron, tuple(spec.kpis), spec.title, spec.owner,
+                  tuple(spec.notify), spec.language, spec.top)
 
 
 def _anomaly(item, timezone: str, problems: list[Problem]) -> dict:
@@ -165,7 +258,7 @@ def _derived_kpi(item, kpis, common, problems) -> Kpi | None:
         problems.append(item.problem("expr", f"expr: {e.message}", column=e.column))
         return None
     inputs = tuple(sorted(ex.names(tree)))
-    return Kpi(**common, formula=formula, inputs=inputs, definition=spec.expr)
+    return Kpi(**common, formula=formula, inputs=inputs, computation=spec.expr)
 
 
 def _source_kpi(item, sources, fields, common, problems) -> Kpi | None:
@@ -195,8 +288,8 @@ def _source_kpi(item, sources, fields, common, problems) -> Kpi | None:
         wanted = {**wanted, agg.field: agg.field_type}
     wanted.update({f: ex.FieldType.STRING for f in spec.by})
     _merge_fields(item, fields[spec.source], wanted, problems)
-    definition = f"{spec.agg} where {spec.where}" if spec.where else spec.agg
-    return Kpi(**common, source=spec.source, where=where, agg=agg, definition=definition)
+    computation = f"{spec.agg} where {spec.where}" if spec.where else spec.agg
+    return Kpi(**common, source=spec.source, where=where, agg=agg, computation=computation)
 
 
 def _merge_fields(item, known: dict[str, ex.FieldType], wanted, problems) -> None:
@@ -214,7 +307,8 @@ def _check_labels(item, problems) -> None:
         if not _LABEL.match(label) or label.startswith("__") or label in RESERVED_LABELS:
             problems.append(item.doc.at((*item.loc, "by", i), f'dimension "{name}" cannot be a '
                                         "Prometheus label; use letters, digits and _ (not "
-                                        "starting with __), and none of kpi, alert, severity"))
+                                        "starting with __), and none of kpi, alert, severity, "
+                                        "period"))
 
 
 def _topological(compiled: dict[str, Kpi], kpis, problems) -> dict[str, Kpi]:

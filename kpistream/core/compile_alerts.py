@@ -73,8 +73,8 @@ def compile_alert(item: Located, kpis: dict[str, Kpi], known_kpis: dict[str, Loc
         name=spec.name, kpi=spec.kpi, conditions=tuple(conditions), severity=spec.severity,
         owner=spec.owner or kpi.owner, for_ms=spec.for_, keep_firing_for_ms=spec.keep_firing_for,
         resolve=resolve, resolve_text=spec.resolve_when, absent_for_ms=spec.absent_for,
-        summary=spec.summary, notify=spec.notify, inputs=tuple(sorted(inputs)),
-        lookback_ms=lookback)
+        summary=spec.summary, notify=spec.notify, explain=spec.explain,
+        inputs=tuple(sorted(inputs)), lookback_ms=lookback)
 
 
 def _condition_texts(spec) -> list[tuple[tuple, str, str]]:

@@ -20,6 +20,7 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScala
 
 from kpistream.core.spec import (
     AlertSpec,
+    DigestSpec,
     KpiSpec,
     OwnerSpec,
     RuleFileSpec,
@@ -36,6 +37,7 @@ SECTIONS: dict[str, tuple[str, type[BaseModel]]] = {
     "alerts": ("alert", AlertSpec),
     "owners": ("owner", OwnerSpec),
     "silences": ("silence", SilenceSpec),
+    "digests": ("digest", DigestSpec),
 }
 Loc = tuple[str | int, ...]
 

@@ -13,7 +13,7 @@ node's position, and pydantic's error locations are walked back to those nodes.
 DIR/a.yaml:2:5: kpi "gmv": missing required key "window"
 DIR/a.yaml:3:5: kpi "gmv": unknown key "windw"; expected one of name, title, description,
     source, where, agg, expr, by, window, hop, lateness, series_ttl, max_series, unit, owner,
-    anomaly (did you mean "window"?)
+    definition, version, parent, targets, anomaly (did you mean "window"?)
 """
 
 from __future__ import annotations

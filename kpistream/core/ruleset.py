@@ -19,7 +19,8 @@ from kpistream.core.calendar import Calendar
 from kpistream.core.expr import FieldType
 from kpistream.core.notify.model import Silence
 
-__all__ = ["Alert", "Condition", "Kpi", "Owner", "RuleSet", "Source", "label_name"]
+__all__ = ["Alert", "Condition", "Digest", "Kpi", "Owner", "RuleSet", "Source", "Target",
+           "label_name"]
 
 Formula = Callable[[Mapping[str, object]], object]
 
@@ -48,6 +49,24 @@ class Source:
     fields: Mapping[str, FieldType]
 
 
+@dataclass(frozen=True)
+class Target:
+    """A KPI's target per ``period`` (day, week, month, quarter in the rules' timezone)."""
+
+    period: str
+    #: every series' target, unless ``values`` names the series
+    value: float | None
+    values: Mapping[tuple[str, ...], float] = field(default_factory=dict)
+
+    def of(self, key: tuple[str, ...]) -> float | None:
+        """The target of one series (label values in ``by`` order), or None.
+
+        >>> Target("month", 100.0, {("east",): 300.0}).of(("east",))
+        300.0
+        """
+        return self.values.get(key, self.value)
+
+
 @dataclass(frozen=True, eq=False)
 class Kpi:
     """A KPI: aggregated from a source (``agg``) or derived from other KPIs (``formula``)."""
@@ -69,7 +88,15 @@ class Kpi:
     agg: Aggregation | None = None
     formula: Formula | None = None
     inputs: tuple[str, ...] = ()
-    definition: str = ""
+    #: what is computed, as written (``agg where filter``, or the formula)
+    computation: str = ""
+    #: definitions as data: the business definition (口径), a free description, a version
+    definition: str | None = None
+    description: str | None = None
+    version: str | None = None
+    #: the KPI tree: the KPI this one breaks down
+    parent: str | None = None
+    targets: tuple[Target, ...] = ()
     #: online anomaly detection (``anomaly:``), and the ranges its models skip
     anomaly: AnomalyConfig | None = None
     anomaly_exclude: tuple[tuple[int, int], ...] = ()
@@ -81,7 +108,7 @@ class Kpi:
     @property
     def signature(self) -> str:
         """A hash of what the KPI's state depends on: a change starts its state afresh."""
-        return _digest(self.source, self.definition, self.window_ms, self.hop_ms, self.by,
+        return _digest(self.source, self.computation, self.window_ms, self.hop_ms, self.by,
                        self.lateness_ms, self.series_ttl_ms, self.inputs)
 
     @property
@@ -123,6 +150,8 @@ class Alert:
     absent_for_ms: int | None = None
     summary: str | None = None
     notify: bool = True
+    #: the baseline contribution analysis compares against (``ago(1d)``, ``expected``, ...)
+    explain: str | None = None
     #: other KPIs (same dimensions) the conditions read, and how far back they look
     inputs: tuple[str, ...] = ()
     lookback_ms: int = 0
@@ -157,6 +186,21 @@ class Owner:
 
 
 @dataclass(frozen=True)
+class Digest:
+    """A scheduled summary of KPIs against their targets (``cron`` in the rules' timezone)."""
+
+    name: str
+    cron: str
+    kpis: tuple[str, ...]
+    title: str | None = None
+    owner: str | None = None
+    #: Apprise URLs besides the owner's, ${ENV_VAR} references not yet expanded
+    notify: tuple[str, ...] = ()
+    language: str | None = None
+    top: int = 5
+
+
+@dataclass(frozen=True)
 class RuleSet:
     """Every source, KPI (inputs before the KPIs derived from them), alert and owner."""
 
@@ -166,6 +210,7 @@ class RuleSet:
     alerts: tuple[Alert, ...]
     owners: Mapping[str, Owner]
     silences: tuple[Silence, ...] = ()
+    digests: tuple[Digest, ...] = ()
     files: tuple[str, ...] = field(default=())
     text_digest: str = ""
 

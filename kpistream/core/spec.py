@@ -15,8 +15,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from kpistream.core.durations import parse_duration_ms, parse_moment
 
-__all__ = ["AlertSpec", "AnomalySpec", "ExcludeSpec", "KpiSpec", "LevelSpec", "OwnerSpec",
-           "RuleFileSpec", "SilenceSpec", "SourceSpec"]
+__all__ = ["AlertSpec", "AnomalySpec", "DigestSpec", "ExcludeSpec", "KpiSpec", "LevelSpec",
+           "OwnerSpec", "RuleFileSpec", "SilenceSpec", "SourceSpec", "TargetSpec"]
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 OWNER_PATTERN = r"^[a-z][a-z0-9_.-]*$"
@@ -90,6 +90,16 @@ class AnomalySpec(_Spec):
     exclude: list[ExcludeSpec | str] = Field(default_factory=list)
 
 
+class TargetSpec(_Spec):
+    """A KPI's target for each period (in the rules' timezone): one ``value`` for every
+    series, and ``values`` per series, keyed by its label values in ``by`` order joined with
+    ``/`` (``east`` for ``by: [region]``, ``east/alice`` for ``by: [region, rep]``)."""
+
+    period: Literal["day", "week", "month", "quarter"]
+    value: float | None = Field(default=None, gt=0)
+    values: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+
+
 class KpiSpec(_Spec):
     """A windowed aggregate over a source (``agg``) or a formula over other KPIs (``expr``)."""
 
@@ -108,6 +118,10 @@ class KpiSpec(_Spec):
     max_series: int = Field(default=10_000, ge=1, le=10_000_000)
     unit: str | None = None
     owner: str | None = None
+    definition: str | None = None
+    version: str | None = None
+    parent: str | None = None
+    targets: list[TargetSpec] = Field(default_factory=list)
     anomaly: AnomalySpec | None = None
 
 
@@ -132,6 +146,7 @@ class AlertSpec(_Spec):
     severity: Severity = "warning"
     owner: str | None = None
     summary: str | None = None
+    explain: str | None = None
     notify: bool = True
 
 
@@ -157,6 +172,19 @@ class SilenceSpec(_Spec):
     created_by: str | None = None
 
 
+class DigestSpec(_Spec):
+    """A scheduled summary of KPIs against their targets, sent to an owner's channels."""
+
+    name: Name
+    cron: str = Field(min_length=1)
+    title: str | None = None
+    kpis: list[str] = Field(default_factory=list)
+    owner: str | None = None
+    notify: list[str] = Field(default_factory=list)
+    language: Literal["zh", "en"] | None = None
+    top: int = Field(default=5, ge=1, le=50)
+
+
 class RuleFileSpec(_Spec):
     """One YAML rule file; every section is optional, files are merged into one set."""
 
@@ -166,3 +194,4 @@ class RuleFileSpec(_Spec):
     alerts: list[AlertSpec] = Field(default_factory=list)
     owners: list[OwnerSpec] = Field(default_factory=list)
     silences: list[SilenceSpec] = Field(default_factory=list)
+    digests: list[DigestSpec] = Field(default_factory=list)

@@ -412,7 +412,7 @@ def _kpi_panels(rules: RuleSet, kpi: Kpi) -> list[Json]:
     unit = grafana_unit(kpi.unit)
     window = format_duration(kpi.window_ms) + (f" every {format_duration(kpi.hop_ms)}"
                                                if kpi.hop_ms else "")
-    about = (f"{kpi.title or kpi.name}: {kpi.definition or kpi.name}, window {window}, "
+    about = (f"{kpi.title or kpi.name}: {kpi.computation or kpi.name}, window {window}, "
              f"unit {kpi.unit or '-'}, owner {kpi.owner or '-'}")
     panels = [_timeseries(f"{kpi.name}", [_target(f"kpistream_kpi_value{{{selector}}}",
                                                   legend)], unit=unit, description=about)]

@@ -45,7 +45,7 @@ def test_contract_example_is_checked_as_written(tmp_path):
      ['r.yaml:3:5: kpi "gmv": missing required key "window"',
       'r.yaml:6:5: kpi "gmv": unknown key "windw"; expected one of name, title, description, '
       'source, where, agg, expr, by, window, hop, lateness, series_ttl, max_series, unit, '
-      'owner, anomaly (did you mean "window"?)']),
+      'owner, definition, version, parent, targets, anomaly (did you mean "window"?)']),
     (SOURCE + "kpis:\n  - {name: gmv, source: orders, agg: count(), window: 5 minutes}\n",
      ['r.yaml:3:55: kpi "gmv": window: invalid duration "5 minutes"; expected a number and a '
       "unit such as 30s, 1m, 1h30m, 1d (units: ms, s, m, h, d, w)"]),
@@ -76,7 +76,7 @@ def test_contract_example_is_checked_as_written(tmp_path):
     (SOURCE + "kpis:\n  - {name: a, source: orders, agg: count(), by: [user.id, kpi], "
      "window: 1m}\n",
      ['r.yaml:3:59: kpi "a": dimension "kpi" cannot be a Prometheus label; use letters, '
-      "digits and _ (not starting with __), and none of kpi, alert, severity"]),
+      "digits and _ (not starting with __), and none of kpi, alert, severity, period"]),
     ("timezone: Mars/Olympus\n" + SOURCE,
      ['r.yaml:1:11: unknown timezone "Mars/Olympus"; expected an IANA name such as '
       "Asia/Shanghai or UTC"]),
@@ -145,7 +145,7 @@ BOMB = "".join(
       "starting with a letter (e.g. gmv_total)",
       'r.yaml:2:19: kpi "A": unknown key "windw"; expected one of name, title, description, '
       "source, where, agg, expr, by, window, hop, lateness, series_ttl, max_series, unit, "
-      'owner, anomaly (did you mean "window"?)']),
+      'owner, definition, version, parent, targets, anomaly (did you mean "window"?)']),
     (SOURCE + "kpis:\n  - {name: a, window: 1m, source: orders, <<: [{agg: 1}]}\n",
      ['r.yaml:3:54: kpi "a": agg: input should be a valid string, got 1']),
 ])

@@ -35,10 +35,11 @@ from kpistream.core.baselines import KpiHistory
 from kpistream.core.conditions import ConditionColumns, holds
 from kpistream.core.join import WindowJoin
 from kpistream.core.notify.model import AlertEvent, Band
-from kpistream.core.ruleset import Alert, RuleSet
+from kpistream.core.ruleset import Alert, Kpi, RuleSet
+from kpistream.core.targets import target_env
 from kpistream.core.values import AlertState, ClosedWindow, SeriesKey
 
-__all__ = ["AlertEvaluator", "AlertGroup", "SeriesAlert"]
+__all__ = ["AlertEvaluator", "AlertGroup", "SeriesAlert", "assessment_env"]
 
 #: Points of the series carried by each alert event, for charts.
 CHART_POINTS = 60
@@ -75,8 +76,9 @@ class AlertEvaluator:
         self.last_active: dict[SeriesKey, int] = {}
         self._active: dict[int, frozenset[SeriesKey]] = {}
         self.states: dict[tuple[str, SeriesKey], SeriesAlert] = {}
-        #: composite alerts: the judgements of the alert's KPI by window end, until joined
-        self._judgements: dict[int, Mapping[SeriesKey, Judgement]] = {}
+        #: composite alerts: the alert's KPI's windows by end, for their judgements and
+        #: standings, until joined
+        self._assessed: dict[int, ClosedWindow] = {}
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -85,26 +87,25 @@ class AlertEvaluator:
     def offer(self, window: ClosedWindow) -> None:
         """Buffer a window of the alert's KPIs (composite alerts)."""
         self.join.offer(window)
-        if window.kpi == self.rule.kpi and window.judgements is not None:
-            self._judgements[window.end_ms] = window.judgements
+        if window.kpi == self.rule.kpi and (window.judgements or window.standings):
+            self._assessed[window.end_ms] = window
 
     def evaluate(self, closed_through: Mapping[str, int | None]) -> list[AlertEvent]:
         """Step every series with the joined windows all inputs have closed."""
         events: list[AlertEvent] = []
         for _, end, rows in self.join.ready(closed_through):
-            judgements = self._judgements.pop(end, {})
-            envs = {key: self.env(row.get(self.rule.kpi), key, end, row, judgements.get(key))
+            window = self._assessed.pop(end, None)
+            envs = {key: self.env(row.get(self.rule.kpi), key, end, row, window)
                     for key, row in rows.items()}
             events += self.step(end, envs, frozenset())
         return events
 
     def env(self, value: float | None, key: SeriesKey, end: int, row: Env | None = None,
-            judgement: Judgement | None = None) -> Env:
+            window: ClosedWindow | None = None) -> Env:
         """What a condition reads for one series at one window end."""
         env: Env = dict(row) if row else {}
         env.update(value=value, __history=self.history.of(key), __end=end)
-        if self.kpi.anomaly is not None:
-            env.update(judgement_env(judgement), __judgement=judgement)
+        env.update(assessment_env(self.kpi, window, key))
         return env
 
     def step(self, end: int, envs: Mapping[SeriesKey, Env], active: frozenset[SeriesKey]
@@ -136,10 +137,9 @@ class AlertEvaluator:
         """Advance one severity's states from verdicts computed for every series at once."""
         events: list[AlertEvent] = []
         states, end, values = self.states, window.end_ms, window.values
-        judgements = window.judgements or {}
         for key, ok in zip(keys, verdicts, strict=True):
             if ok or (severity, key) in states:
-                env = self.env(values[key], key, end, judgement=judgements.get(key))
+                env = self.env(values[key], key, end, window=window)
                 event = self._step(severity, key, ok, env, end)
                 if event is not None:
                     events.append(event)
@@ -228,7 +228,7 @@ class AlertEvaluator:
             value=value,
             condition=_condition_text(rule, severity), owner=rule.owner, kpi_title=kpi.title,
             unit=kpi.unit, summary=rule.summary, notify=rule.notify, history=history,
-            band=_band(env.get("__judgement")))
+            band=_band(env.get("__judgement")), standing=env.get("__standing"))
 
 
 class AlertGroup:
@@ -256,8 +256,11 @@ class AlertGroup:
         events: list[AlertEvent] = []
         if self.slots:
             history = self.slots[0][0].history
+            kpi = self.slots[0][0].kpi
+            extras = ([assessment_env(kpi, window, k) for k in keys]
+                      if kpi.anomaly or kpi.targets else None)
             verdicts = self.columns.verdicts(keys, [window.values[k] for k in keys], history,
-                                             end, window.judgements)
+                                             end, extras)
             for (evaluator, severity), column in zip(self.slots, verdicts, strict=True):
                 events += evaluator.step_verdicts(severity, window, keys, column)
         if self.absence:
@@ -266,6 +269,20 @@ class AlertGroup:
             for evaluator in self.absence:
                 events += evaluator.step(end, envs, window.active)
         return events
+
+
+def assessment_env(kpi: Kpi, window: ClosedWindow | None, key: SeriesKey) -> Env:
+    """The names a KPI's anomaly band and targets give one series' conditions (None where
+    the window has no judgement or standing of it), and the judgement for messages."""
+    env: Env = {}
+    if kpi.anomaly is not None:
+        judgement = (window.judgements or {}).get(key) if window else None
+        env.update(judgement_env(judgement), __judgement=judgement)
+    if kpi.targets:
+        standing = (window.standings or {}).get(key) if window else None
+        env.update(target_env(standing, tuple(t.period for t in kpi.targets)),
+                   __standing=standing[0] if standing else None)
+    return env
 
 
 def _band(judgement: Judgement | None) -> Band | None:

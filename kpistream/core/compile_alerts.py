@@ -11,7 +11,9 @@ from kpistream.core.documents import Located
 from kpistream.core.expr.syntax import walk
 from kpistream.core.hints import did_you_mean
 from kpistream.core.notify.model import Silence
+from kpistream.core.periods import PERIODS
 from kpistream.core.ruleset import Alert, Condition, Kpi, Owner
+from kpistream.core.targets import TARGET_NAMES, target_names
 from kpistream.errors import Problem
 
 __all__ = ["compile_alert", "compile_owner", "compile_silence", "unknown_reference"]
@@ -43,7 +45,8 @@ def compile_alert(item: Located, kpis: dict[str, Kpi], known_kpis: dict[str, Loc
     texts = _condition_texts(spec)
     others = {n: k for n, k in kpis.items() if n != kpi.name and set(k.by) == set(kpi.by)
               and (k.window_ms, k.hop_ms) == (kpi.window_ms, kpi.hop_ms)}
-    names = (*ALERT_NAMES, *(ANOMALY_NAMES if kpi.anomaly else ()), *others)
+    names = (*ALERT_NAMES, *(ANOMALY_NAMES if kpi.anomaly else ()), *target_names(kpi),
+             *others)
     conditions, inputs, lookback = [], set(), 0
     for loc, severity, text in texts:
         compiled = _condition(item, loc, text, names, kpi, problems)
@@ -87,8 +90,7 @@ def _condition_texts(spec) -> list[tuple[tuple, str, str]]:
 def _condition(item: Located, loc: tuple, text: str, names, kpi: Kpi, problems):
     try:
         tree = ex.parse(text)
-        if kpi.anomaly is None:
-            _check_no_anomaly_names(tree, kpi)
+        _check_assessment_names(tree, kpi)
         test = ex.to_python(tree, allowed_names=names, functions=BASELINES)
         span = lookback_ms(tree, kpi.hop_ms or kpi.window_ms)
     except ex.ExprError as e:
@@ -99,11 +101,22 @@ def _condition(item: Located, loc: tuple, text: str, names, kpi: Kpi, problems):
     return test, ex.names(tree), span
 
 
-def _check_no_anomaly_names(tree: ex.Expr, kpi: Kpi) -> None:
+def _check_assessment_names(tree: ex.Expr, kpi: Kpi) -> None:
+    """Anomaly and target names on a KPI without them get an error that says what to add."""
+    periods = {t.period for t in kpi.targets}
     for node in walk(tree):
-        if isinstance(node, ex.Name) and node.name in ANOMALY_NAMES:
+        if not isinstance(node, ex.Name):
+            continue
+        if node.name in ANOMALY_NAMES and kpi.anomaly is None:
             raise ex.ExprError(f'{node.name} needs anomaly detection on KPI "{kpi.name}"; '
                                "add `anomaly: {}` to it", node.column)
+        base, _, period = node.name.rpartition("_")
+        if node.name in TARGET_NAMES and not kpi.targets:
+            raise ex.ExprError(f'{node.name} needs a target on KPI "{kpi.name}"; add '
+                               "`targets: [{period: month, value: ...}]` to it", node.column)
+        if base in TARGET_NAMES and period in PERIODS and period not in periods:
+            raise ex.ExprError(f'{node.name} needs a {period} target on KPI "{kpi.name}"; '
+                               f"it has {', '.join(sorted(periods)) or 'none'}", node.column)
 
 
 def compile_owner(item: Located, timezone: str) -> Owner:

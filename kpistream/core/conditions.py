@@ -23,7 +23,6 @@ from dataclasses import replace
 import polars as pl
 
 from kpistream.core import expr as ex
-from kpistream.core.anomalies import ANOMALY_NAMES, judgement_env
 from kpistream.core.baselines import BASELINES, KpiHistory
 
 __all__ = ["ConditionColumns", "holds"]
@@ -54,39 +53,39 @@ class ConditionColumns:
         self.tests = [ex.to_python(ex.parse(t), functions=BASELINES) for t in texts]
 
     def verdicts(self, keys: Sequence[tuple[str, ...]], values: Sequence[float],
-                 history: KpiHistory, end_ms: int, judgements: Mapping | None = None
-                 ) -> list[list[bool]]:
+                 history: KpiHistory, end_ms: int,
+                 extras: Sequence[Mapping[str, object]] | None = None) -> list[list[bool]]:
         """Per condition, whether it holds for each series (in ``keys`` order).
 
-        ``judgements`` (KPIs with ``anomaly:``) gives each series' band: ``expected``,
-        ``lower``, ``upper``, ``anomaly_score`` and ``is_anomaly`` become columns.
+        ``extras`` gives each series' further names (a KPI's anomaly band, its standing
+        against targets: see :func:`kpistream.core.alerts.assessment_env`); they become
+        columns, boolean for ``is_anomaly``.
         """
         if not self.exprs:
             return []
         if len(keys) <= self.scalar_max_series:
-            return self._scalar_verdicts(keys, values, history, end_ms, judgements)
+            return self._scalar_verdicts(keys, values, history, end_ms, extras)
         columns: dict[str, list] = {"value": list(values)}
         for (name, arg), column in self.baselines.items():
             fn = BASELINES[name][0]
             columns[column] = [fn({"__history": history.of(k), "__end": end_ms}, arg)
                                for k in keys]
         schema = dict.fromkeys(columns, pl.Float64)
-        if judgements is not None:
-            envs = [judgement_env(judgements.get(k)) for k in keys]
-            for name in ANOMALY_NAMES:
-                columns[name] = [env[name] for env in envs]
+        if extras:
+            for name in (n for n in extras[0] if not n.startswith("__")):
+                columns[name] = [env[name] for env in extras]
                 schema[name] = pl.Boolean if name == "is_anomaly" else pl.Float64
         frame = pl.DataFrame(columns, schema=schema)
         result = frame.with_columns(self.exprs)  # broadcasts conditions that read no column
         return [result.get_column(f"c{i}").to_list() for i in range(len(self.exprs))]
 
     def _scalar_verdicts(self, keys, values, history: KpiHistory, end_ms: int,
-                         judgements: Mapping | None) -> list[list[bool]]:
+                         extras: Sequence[Mapping[str, object]] | None) -> list[list[bool]]:
         envs = []
-        for key, value in zip(keys, values, strict=True):
+        for i, (key, value) in enumerate(zip(keys, values, strict=True)):
             env = {"value": value, "__history": history.of(key), "__end": end_ms}
-            if judgements is not None:
-                env.update(judgement_env(judgements.get(key)))
+            if extras:
+                env.update(extras[i])
             envs.append(env)
         return [[holds(test, env) for env in envs] for test in self.tests]
 

@@ -36,6 +36,7 @@ from kpistream.core.derived import DerivedWindows
 from kpistream.core.notify.model import AlertEvent, fingerprint, parse_alert_id
 from kpistream.core.partials import IngestResult, PaneBatch, SourcePartitions
 from kpistream.core.ruleset import Kpi, RuleSet
+from kpistream.core.targets import KpiTargets
 from kpistream.core.values import ClosedWindow
 from kpistream.core.watermarks import Watermark
 from kpistream.core.windows import KpiWindows
@@ -82,6 +83,8 @@ class Engine:
             k.name: KpiAnomalies(k.anomaly, k.anomaly_exclude,
                                  max(k.series_ttl_ms, EIGHT_DAYS_MS))
             for k in rules.kpis.values() if k.anomaly is not None}
+        self.targets = {k.name: KpiTargets(k, rules.timezone)
+                        for k in rules.kpis.values() if k.targets}
         self.alerts = [AlertEvaluator(rule, rules, self.histories[rule.kpi])
                        for rule in rules.alerts]
         by_kpi: dict[str, list[AlertEvaluator]] = {}
@@ -225,6 +228,8 @@ class Engine:
                           for k, h in self.histories.items()},
             "anomalies": {k: (self.rules.kpis[k].anomaly_signature, a.state())
                           for k, a in self.anomalies.items()},
+            "targets": {k: (self.rules.kpis[k].signature, t.state())
+                        for k, t in self.targets.items()},
         }
 
     def restore(self, snapshot: dict) -> None:
@@ -254,6 +259,9 @@ class Engine:
         for name, (signature, state) in snapshot.get("anomalies", {}).items():
             if name in self.anomalies and self.rules.kpis[name].anomaly_signature == signature:
                 self.anomalies[name].load(state)
+        for name, (signature, state) in snapshot.get("targets", {}).items():
+            if name in self.targets and self.rules.kpis[name].signature == signature:
+                self.targets[name].load(state)
 
     def feedback(self, alert_id: str) -> str:
         """Feedback "not an anomaly" on an alert (its id as :attr:`AlertEvent.id` made it):
@@ -289,7 +297,7 @@ class Engine:
                     derived.offer(window)
             limits = {i: self.closed_through(i) for i in derived.inputs}
             step.windows.extend(derived.close(limits))
-        step.windows = [self._judged(w) for w in sorted(step.windows, key=lambda w: w.end_ms)]
+        step.windows = [self._assessed(w) for w in sorted(step.windows, key=lambda w: w.end_ms)]
         for window in step.windows:
             group = self.alert_groups.get(window.kpi)
             if group is not None:
@@ -314,9 +322,16 @@ class Engine:
                 del self.pending_feedback[alert_id]
                 self.feedback(alert_id)
 
-    def _judged(self, window: ClosedWindow) -> ClosedWindow:
+    def _assessed(self, window: ClosedWindow) -> ClosedWindow:
+        """The window with its series judged by their anomaly models and measured against
+        their targets, where the KPI has them."""
         models = self.anomalies.get(window.kpi)
-        return window if models is None else replace(window, judgements=models.judge(window))
+        if models is not None:
+            window = replace(window, judgements=models.judge(window))
+        targets = self.targets.get(window.kpi)
+        if targets is not None:
+            window = replace(window, standings=targets.update(window))
+        return window
 
 
 def _histories(rules: RuleSet) -> dict[str, KpiHistory]:

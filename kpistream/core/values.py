@@ -11,10 +11,32 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from kpistream.core.anomaly import Judgement
 
-__all__ = ["AlertState", "ClosedWindow", "SeriesKey", "format_value"]
+__all__ = ["AlertState", "ClosedWindow", "SeriesKey", "TargetStatus", "format_value"]
 
 #: A series is identified within its KPI by its label values, in the KPI's ``by`` order.
 SeriesKey = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStatus:
+    """One series' standing against one target, as of one window end."""
+
+    period: str
+    period_start_ms: int
+    period_end_ms: int
+    at_ms: int
+    target: float
+    #: the period-to-date value
+    value: float
+    attainment: float
+    #: pace: the share of the target due by now, from the series' learned profile
+    expected_attainment: float
+    forecast: float
+    forecast_lower: float
+    forecast_upper: float
+    hit_probability: float
+    #: what the pace was learned from: ``linear``, ``daily`` or ``weekly``
+    pace_model: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +51,8 @@ class ClosedWindow:
     active: frozenset[SeriesKey] = frozenset()
     #: KPIs with ``anomaly:``: each series' judgement against its learned band
     judgements: Mapping[SeriesKey, Judgement] | None = None
+    #: KPIs with ``targets:``: each series' standing against each of its targets
+    standings: Mapping[SeriesKey, tuple[TargetStatus, ...]] | None = None
 
 
 class AlertState(Enum):

@@ -2,7 +2,8 @@
 
 Writes ``kpis.csv`` (one row per closed window per series), ``alerts.csv`` (one row per alert
 state change), ``bands.csv`` when a KPI has ``anomaly:`` (each window's learned band and
-verdict) and, when any event was invalid, ``rejected.jsonl`` (each rejected event with
+verdict), ``targets.csv`` when a KPI has ``targets:`` (each window's standing against
+each target) and, when any event was invalid, ``rejected.jsonl`` (each rejected event with
 its file, line and reason), so nothing is silently lost. The CLI adds ``index.html`` and the
 stdout summary (``kpistream.shell.report``); ``replay`` alone runs ``--compare``'s old rules.
 """
@@ -78,6 +79,11 @@ def run_backtest(rules: RuleSet, files: list[EventFile], out_dir: Path) -> Backt
         write_bands(bands_path, rules, report.windows)
     elif bands_path.exists():
         bands_path.unlink()
+    targets_path = out_dir / "targets.csv"
+    if any(k.targets for k in rules.kpis.values()):
+        write_targets(targets_path, rules, report.windows)
+    elif targets_path.exists():
+        targets_path.unlink()
     rejected_path = out_dir / "rejected.jsonl"
     if report.rejected:
         rejected_path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in report.rejected))
@@ -215,6 +221,35 @@ def write_bands(path: Path, rules: RuleSet, windows: list[ClosedWindow]) -> None
                       "anomaly_score", "is_anomaly", "model"])
         for end, kpi, labels, *rest in rows:
             out.writerow([kpi, rfc3339(end), labels, *rest])
+
+
+TARGET_COLUMNS = ("kpi", "period", "period_start", "window_end", "labels", "value", "target",
+                  "attainment", "expected_attainment", "forecast", "forecast_lower",
+                  "forecast_upper", "target_hit_probability", "pace_model")
+
+
+def write_targets(path: Path, rules: RuleSet, windows: list[ClosedWindow]) -> None:
+    """One row per window per series per target (columns :data:`TARGET_COLUMNS`), ordered
+    as ``kpis.csv`` then by the KPI's order of targets; ratios rounded to 6 decimals."""
+    rows = []
+    for w in windows:
+        names = rules.kpis[w.kpi].labels
+        for key, statuses in (w.standings or {}).items():
+            labels = labels_json(dict(zip(names, key, strict=True)))
+            for i, s in enumerate(statuses):
+                ratios = (s.attainment, s.expected_attainment)
+                amounts = (s.forecast, s.forecast_lower, s.forecast_upper)
+                rows.append((w.end_ms, w.kpi, labels, i, s.period, rfc3339(s.period_start_ms),
+                             format_value(s.value), format_value(s.target),
+                             *(format_value(round(r, 6)) for r in ratios),
+                             *(format_value(round(a, 2)) for a in amounts),
+                             format_value(round(s.hit_probability, 6)), s.pace_model))
+    rows.sort(key=lambda r: r[:4])
+    with path.open("w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(TARGET_COLUMNS)
+        for end, kpi, labels, _, period, start, *rest in rows:
+            out.writerow([kpi, period, start, rfc3339(end), labels, *rest])
 
 
 def write_alerts(path: Path, rules: RuleSet, transitions: list[AlertEvent]) -> None:

@@ -18,7 +18,7 @@ from kpistream.core.anomaly import Judgement
 from kpistream.core.durations import format_duration
 from kpistream.core.engine import IngestResult, Step
 from kpistream.core.ruleset import RuleSet
-from kpistream.core.values import SeriesKey
+from kpistream.core.values import SeriesKey, TargetStatus
 
 __all__ = ["Exporter"]
 
@@ -33,15 +33,35 @@ BAND_METRICS = {
                                     "score"),
 }
 
+#: Each series' standing against each target (label ``period``): name -> (help, attribute).
+TARGET_METRICS = {
+    "kpistream_kpi_target": ("The series' target for the period.", "target"),
+    "kpistream_kpi_period_value": ("The KPI's value so far in the period (sum of its windows).",
+                                   "value"),
+    "kpistream_kpi_attainment_ratio": ("Period value so far over the target.", "attainment"),
+    "kpistream_kpi_expected_attainment_ratio": (
+        "Pace: the share of the target due by now, from the series' learned profile.",
+        "expected_attainment"),
+    "kpistream_kpi_forecast": ("Forecast of the period's end value.", "forecast"),
+    "kpistream_kpi_forecast_lower": ("Lower edge of the forecast's 80% interval.",
+                                     "forecast_lower"),
+    "kpistream_kpi_forecast_upper": ("Upper edge of the forecast's 80% interval.",
+                                     "forecast_upper"),
+    "kpistream_kpi_target_hit_probability": ("Probability that the period ends at or above "
+                                             "the target.", "hit_probability"),
+}
+Standings = tuple[TargetStatus, ...] | None
+
 
 class _Snapshot(Collector):
     """Renders the latest value per KPI series and alert state per alert series."""
 
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
-        #: kpi -> series -> (value, window end, the anomaly model's judgement or None)
-        self.values: dict[str, dict[SeriesKey, tuple[float, int, Judgement | None]]] = {
-            k: {} for k in rules.kpis}
+        #: kpi -> series -> (value, window end, the anomaly model's judgement or None, the
+        #: standings against targets or None)
+        self.values: dict[str, dict[SeriesKey, tuple[float, int, Judgement | None, Standings]]]
+        self.values = {k: {} for k in rules.kpis}
         #: (alert, severity, series) -> 1 firing, 0 resolved
         self.firing: dict[tuple[str, str, SeriesKey], int] = {}
 
@@ -51,13 +71,15 @@ class _Snapshot(Collector):
         end = GaugeMetricFamily("kpistream_kpi_window_end_timestamp_seconds",
                                 "End time of the window behind kpistream_kpi_value.")
         bands = {name: GaugeMetricFamily(name, text) for name, (text, _) in BAND_METRICS.items()}
+        targets = {name: GaugeMetricFamily(name, text)
+                   for name, (text, _) in TARGET_METRICS.items()}
         rules = self.rules  # a reload may swap rules and values while a scrape runs
         for name, series in list(self.values.items()):
             kpi = rules.kpis.get(name)
             if kpi is None:
                 continue
             labels = kpi.labels
-            for key, (v, end_ms, judgement) in list(series.items()):
+            for key, (v, end_ms, judgement, standings) in list(series.items()):
                 if len(key) != len(labels):
                     continue
                 sample_labels = {"kpi": name, **dict(zip(labels, key, strict=True))}
@@ -66,9 +88,12 @@ class _Snapshot(Collector):
                                end_ms / 1000)
                 if judgement is not None:
                     _add_band(bands, sample_labels, judgement)
+                for status in standings or ():
+                    _add_standing(targets, {**sample_labels, "period": status.period}, status)
         yield value
         yield end
         yield from bands.values()
+        yield from targets.values()
         yield self._alerts()
 
     def _alerts(self) -> Metric:
@@ -96,6 +121,12 @@ def _add_band(families: dict[str, GaugeMetricFamily], labels: dict[str, str],
         x = getattr(judgement, attribute)
         if x is not None:
             families[name].add_sample(name, labels, x)
+
+
+def _add_standing(families: dict[str, GaugeMetricFamily], labels: dict[str, str],
+                  status: TargetStatus) -> None:
+    for name, (_, attribute) in TARGET_METRICS.items():
+        families[name].add_sample(name, labels, getattr(status, attribute))
 
 
 class _FoldedCollector(Collector):
@@ -234,8 +265,9 @@ class Exporter:
         for window in step.windows:
             series = values.setdefault(window.kpi, {})
             judgements = window.judgements or {}
+            standings = window.standings or {}
             for key, v in window.values.items():
-                series[key] = (v, window.end_ms, judgements.get(key))
+                series[key] = (v, window.end_ms, judgements.get(key), standings.get(key))
             self.windows_closed.labels(window.kpi).inc()
             self._expire(window.kpi, window.end_ms)
         for t in step.transitions:
@@ -246,6 +278,6 @@ class Exporter:
     def _expire(self, kpi: str, latest_end_ms: int) -> None:
         ttl = self.snapshot.rules.kpis[kpi].series_ttl_ms
         series = self.snapshot.values[kpi]
-        for key in [k for k, (_, end, _) in series.items() if end < latest_end_ms - ttl]:
+        for key in [k for k, (_, end, *_) in series.items() if end < latest_end_ms - ttl]:
             del series[key]
         self.series.labels(kpi).set(len(series))

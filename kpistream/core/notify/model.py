@@ -10,6 +10,8 @@ import hashlib
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from kpistream.core.values import TargetStatus
+
 __all__ = [
     "AlertEvent",
     "Band",
@@ -68,6 +70,8 @@ class AlertEvent:
     history: tuple[tuple[int, float], ...] = ()
     #: KPIs with ``anomaly:``: the learned band of the window at at_ms
     band: Band | None = None
+    #: KPIs with ``targets:``: the series' standing against its first target at at_ms
+    standing: TargetStatus | None = None
 
     @property
     def fingerprint(self) -> str:

@@ -25,8 +25,10 @@ from zoneinfo import ZoneInfo
 
 from kpistream.core.notify.grouping import event_order
 from kpistream.core.notify.model import AlertEvent, Notification
+from kpistream.core.values import TargetStatus
 
-__all__ = ["Message", "format_duration", "format_value", "grafana_link", "render"]
+__all__ = ["Message", "format_duration", "format_value", "grafana_link", "render",
+           "standing_text"]
 
 _WORDS = {
     "zh": {
@@ -36,7 +38,11 @@ _WORDS = {
         "since": "开始于", "lasted": "持续", "sep": "，", "owner": "负责人", "summary": "摘要",
         "link": "查看 Grafana 面板", "no_data": "无数据",
         "expected": "预期", "band": "正常范围", "score": "异常分数", "model": "模型",
-        "feedback": "误报反馈",
+        "feedback": "误报反馈", "target": "目标",
+        "day": "日", "week": "周", "month": "月", "quarter": "季度",
+        "standing": "已完成 {att}（按进度应达 {pace}，{side}）{sep}期末预计 {forecast}"
+                    "（80% 区间 {low} – {high}）{sep}达成概率 {p}",
+        "ahead": "领先", "behind": "落后",
         "count_firing": "{} 条告警", "count_resolved": "{} 条恢复", "count_repeat": "{} 条仍在告警",
     },
     "en": {
@@ -46,7 +52,11 @@ _WORDS = {
         "since": "Since", "lasted": "for", "sep": ", ", "owner": "Owner", "summary": "Summary",
         "link": "Open in Grafana", "no_data": "no data",
         "expected": "Expected", "band": "normal range", "score": "anomaly score",
-        "model": "model", "feedback": "Not an anomaly?",
+        "model": "model", "feedback": "Not an anomaly?", "target": "Target",
+        "day": "daily", "week": "weekly", "month": "monthly", "quarter": "quarterly",
+        "standing": "{att} attained (pace {pace}, {side}){sep}forecast {forecast} "
+                    "(80% interval {low} – {high}){sep}{p} likely to hit",
+        "ahead": "ahead", "behind": "behind",
         "count_firing": "{} firing", "count_resolved": "{} resolved",
         "count_repeat": "{} still firing",
     },
@@ -124,6 +134,10 @@ def _block(e: AlertEvent, n: Notification, words: dict[str, str], grafana_url: s
         if e.state == "firing" and e.band.flagged:
             fields.append((words["feedback"],
                            f"kpistream feedback --alert {e.id} --not-anomaly"))
+    if e.standing is not None:
+        s = e.standing
+        fields.append((f"{words['target']} ({words[s.period]}) {format_value(s.target)}",
+                       standing_text(s, n.language)))
     since = f"{_local_time(e.since_ms, n.timezone)}{words['sep']}{words['lasted']} " \
             f"{format_duration(end_ms - e.since_ms, lang)}"
     fields.append((words["since"], since))
@@ -146,6 +160,24 @@ def _band_text(e: AlertEvent, words: dict[str, str]) -> str:
     edges = " – ".join("…" if x is None else format_value(x) for x in (band.lower, band.upper))
     return (f"{format_value(band.expected)} ({words['band']} {edges}){words['sep']}"
             f"{words['score']} {band.score:.2f}{words['sep']}{words['model']} {band.model}")
+
+
+def standing_text(s: TargetStatus, language: str) -> str:
+    """Where a series stands against a target, in ``zh`` or English.
+
+    >>> s = TargetStatus("month", 0, 1, 1, 1000.0, 450.0, 0.45, 0.52, 870.0, 820.0, 920.0,
+    ...                  0.021, "weekly")
+    >>> standing_text(s, "en")
+    '45.0% attained (pace 52.0%, behind), forecast 870 (80% interval 820 – 920), 2% likely to hit'
+    >>> standing_text(s, "zh")
+    '已完成 45.0%（按进度应达 52.0%，落后），期末预计 870（80% 区间 820 – 920），达成概率 2%'
+    """
+    words = _WORDS.get(language, _WORDS["en"])
+    return words["standing"].format(
+        att=f"{s.attainment:.1%}", pace=f"{s.expected_attainment:.1%}",
+        side=words["ahead" if s.attainment >= s.expected_attainment else "behind"],
+        forecast=format_value(s.forecast), low=format_value(s.forecast_lower),
+        high=format_value(s.forecast_upper), p=f"{s.hit_probability:.0%}", sep=words["sep"])
 
 
 def format_value(value: float) -> str:

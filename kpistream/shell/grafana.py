@@ -150,6 +150,37 @@ def _score(title: str, selector: str, legend: str, **kw: Any) -> Json:
     return panel
 
 
+def _pace(title: str, selector: str, legend: str, **kw: Any) -> Json:
+    """Attainment against pace per period: behind pace when the solid line is under the
+    dashed one.
+
+    >>> [t["expr"].split("{")[0] for t in _pace("Pace", 'kpi="gmv"', "")["targets"]]
+    ['kpistream_kpi_attainment_ratio', 'kpistream_kpi_expected_attainment_ratio']
+    """
+    targets = [_target(f"kpistream_kpi_attainment_ratio{{{selector}}}",
+                       f"{legend} {{{{period}}}} attainment".strip(), "A"),
+               _target(f"kpistream_kpi_expected_attainment_ratio{{{selector}}}",
+                       f"{legend} {{{{period}}}} pace".strip(), "B")]
+    panel = _timeseries(title, targets, unit="percentunit", **kw)
+    panel["fieldConfig"]["overrides"] = [
+        _override("B", {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [6, 4]}})]
+    return panel
+
+
+def _forecast(title: str, selector: str, legend: str, unit: str, **kw: Any) -> Json:
+    """The period-end forecast, its 80% interval (dashed) and the target (red)."""
+    targets = [_target(f"kpistream_kpi_{m}{{{selector}}}", f"{legend} {{{{period}}}} {m}"
+                       .strip(), ref)
+               for m, ref in (("forecast", "A"), ("forecast_lower", "B"),
+                              ("forecast_upper", "C"), ("target", "D"))]
+    panel = _timeseries(title, targets, unit=unit, **kw)
+    dashed = {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [6, 4]}}
+    panel["fieldConfig"]["overrides"] = [
+        _override("B", dashed), _override("C", dashed),
+        _override("D", {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}})]
+    return panel
+
+
 def _row(title: str) -> Json:
     return {"type": "row", "title": title, "collapsed": False, "panels": []}
 
@@ -264,6 +295,20 @@ def overview_dashboard() -> Json:
                     "group_left (owner) kpistream_kpi_info", ref="A", instant=True),
         ], hide=("instance", "job"), rename={"Value": "series firing"}),
     ], width=12, height=10)
+    layout.place([
+        _table("Targets", [
+            _target("kpistream_kpi_attainment_ratio", ref="A", instant=True),
+            _target("kpistream_kpi_expected_attainment_ratio", ref="B", instant=True),
+            _target("kpistream_kpi_forecast / kpistream_kpi_target", ref="C", instant=True),
+            _target("kpistream_kpi_target_hit_probability", ref="D", instant=True),
+        ], hide=("__name__", "instance", "job"),
+            rename={"Value #A": "attainment", "Value #B": "pace",
+                    "Value #C": "forecast / target", "Value #D": "hit probability"},
+            unit="percentunit", no_value="no KPI has targets: yet",
+            description="Every series with a target, per period: attained so far, due by "
+                        "now (pace), the forecast's share of the target and the chance to "
+                        "reach it."),
+    ], width=24, height=8)
     return _dashboard("kpistream-overview", "kpistream — KPI overview", layout.panels,
                       description="Every KPI with its current value, unit, owner and alert "
                                   "state.")
@@ -406,7 +451,8 @@ def _label_variables(kpis: Iterable[Kpi]) -> list[Json]:
 
 
 def _kpi_panels(rules: RuleSet, kpi: Kpi) -> list[Json]:
-    """Value, alert states (when it has alerts), band and score (when it has anomaly:)."""
+    """Value, alert states (when it has alerts), band and score (when it has anomaly:),
+    attainment against pace and the forecast (when it has targets:)."""
     selector = ", ".join([f'kpi="{kpi.name}"', *(f'{lb}=~"${lb}"' for lb in kpi.labels)])
     legend = " ".join(f"{{{{{lb}}}}}" for lb in kpi.labels) or kpi.name
     unit = grafana_unit(kpi.unit)
@@ -427,6 +473,15 @@ def _kpi_panels(rules: RuleSet, kpi: Kpi) -> list[Json]:
                             description="Value, expected value and learned normal band "
                                         "(dashed), after the model's warm-up."))
         panels.append(_score(f"{kpi.name} anomaly score", selector, legend))
+    if kpi.targets:
+        periods = ", ".join(t.period for t in kpi.targets)
+        panels.append(_pace(f"{kpi.name} attainment vs pace", selector, legend,
+                            description=f"Targets per {periods}: the period's value over the "
+                                        "target (solid) and the share due by now from the "
+                                        "KPI's learned profile (dashed)."))
+        panels.append(_forecast(f"{kpi.name} forecast vs target", selector, legend, unit,
+                                description="Forecast of the period's end value, its 80% "
+                                            "interval (dashed) and the target (red)."))
     return panels
 
 

@@ -84,11 +84,15 @@ def test_panel_ids_are_unique_and_positions_valid(name: str) -> None:
         cells |= covered
 
 
-def test_no_panel_for_what_does_not_exist_yet() -> None:
-    """Targets and attainment come with a later issue: no (empty) panel for them now."""
-    for board in BOARDS.values():
-        for query in queries(board):
-            assert "target" not in query and "attainment" not in query, query
+def test_demo_dashboard_has_target_panels_exactly_for_kpis_with_targets() -> None:
+    rules = load_rules(REPO / "rules" / "demo")
+    board = BOARDS["kpis-demo.json"]
+    assert any(kpi.targets for kpi in rules.kpis.values())
+    for kpi in rules.kpis.values():
+        panels = _kpi_panels(board, kpi.name)
+        for title in ("attainment vs pace", "forecast vs target"):
+            assert (f"{kpi.name} {title}" in panels) == bool(kpi.targets), (
+                f"{kpi.name}: {REGENERATE}")
 
 
 def test_checked_in_dashboards_are_the_generated_ones() -> None:

@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(PY) bench/alert_latency.py
 	$(PY) bench/backtest_speed.py
 	$(PY) bench/scale_out.py
-	$(PY) bench/forecast_quality.py --series 300
+	$(PY) bench/forecast_quality.py --series 300 --json bench/out/forecast_quality.json
 
 clean:
 	rm -rf $(VENV)

@@ -176,14 +176,21 @@ def _check_parents(ordered: dict[str, Kpi], kpis, problems) -> None:
             problems.append(item.problem("parent", f'window differs from parent "{parent.name}"'
                                          "; a child has its parent's window and hop"))
         else:
-            seen, node = {kpi.name}, parent
-            while node is not None and node.parent is not None:
-                if node.parent in seen:
-                    problems.append(item.problem("parent", "parent links form a cycle: "
-                                                 + " -> ".join([*seen, node.parent])))
-                    break
-                seen.add(node.name)
-                node = ordered.get(node.parent)
+            _check_cycle(kpi, ordered, item, problems)
+
+
+def _check_cycle(kpi: Kpi, ordered: dict[str, Kpi], item, problems) -> None:
+    """Report a cycle of parent links once, at the KPI of the cycle whose name sorts first."""
+    path, node = [kpi.name], kpi.parent
+    while node is not None and node in ordered:
+        if node in path:
+            cycle = path[path.index(node):]
+            if node == kpi.name and kpi.name == min(cycle):
+                problems.append(item.problem("parent", "parent links form a cycle: "
+                                             + " -> ".join([*cycle, node])))
+            return
+        path.append(node)
+        node = ordered[node].parent
 
 
 def _compile_digest(item: Located, kpis, owners, problems: list[Problem]) -> Digest | None:

@@ -70,6 +70,8 @@ def compile_alert(item: Located, kpis: dict[str, Kpi], known_kpis: dict[str, Loc
                                      f'series_ttl of "{kpi.name}" ({kpi.series_ttl_ms // 1000}s)'
                                      ", or the silent series is forgotten before it alerts; "
                                      "raise series_ttl"))
+    if spec.explain is not None:
+        _check_explain(item, spec.explain, kpi, kpis, problems)
     if len(problems) > before:
         return None
     return Alert(
@@ -78,6 +80,25 @@ def compile_alert(item: Located, kpis: dict[str, Kpi], known_kpis: dict[str, Loc
         resolve=resolve, resolve_text=spec.resolve_when, absent_for_ms=spec.absent_for,
         summary=spec.summary, notify=spec.notify, explain=spec.explain,
         inputs=tuple(sorted(inputs)), lookback_ms=lookback)
+
+
+def _check_explain(item: Located, text: str, kpi: Kpi, kpis: dict[str, Kpi],
+                   problems: list[Problem]) -> None:
+    """``explain:`` is one baseline call, on a KPI that has parts to explain it by."""
+    try:
+        tree = ex.parse(text)
+        if not isinstance(tree, ex.Call) or tree.name not in ("prev", "ago", "avg_over"):
+            raise ex.ExprError("expected one baseline: prev(), prev(N), ago(D) or avg_over(D)",
+                               1)
+        lookback_ms(tree, kpi.hop_ms or kpi.window_ms)
+    except ex.ExprError as e:
+        problems.append(item.doc.in_expression((*item.loc, "explain"), f"explain: {e.message}",
+                                               e.column))
+        return
+    if not any(k.parent == kpi.name for k in kpis.values()) and not kpi.inputs:
+        problems.append(item.problem("explain", f'KPI "{kpi.name}" has no parts to explain it '
+                                     f"by: give its children parent: {kpi.name}, or make it a "
+                                     "formula (expr:)"))
 
 
 def _condition_texts(spec) -> list[tuple[tuple, str, str]]:

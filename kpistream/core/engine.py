@@ -37,6 +37,7 @@ from kpistream.core.notify.model import AlertEvent, fingerprint, parse_alert_id
 from kpistream.core.partials import IngestResult, PaneBatch, SourcePartitions
 from kpistream.core.ruleset import Kpi, RuleSet
 from kpistream.core.targets import KpiTargets
+from kpistream.core.tree import Explainer, parts_of
 from kpistream.core.values import ClosedWindow
 from kpistream.core.watermarks import Watermark
 from kpistream.core.windows import KpiWindows
@@ -85,6 +86,8 @@ class Engine:
             for k in rules.kpis.values() if k.anomaly is not None}
         self.targets = {k.name: KpiTargets(k, rules.timezone)
                         for k in rules.kpis.values() if k.targets}
+        self.explainers = {rule.name: Explainer(rules, rule) for rule in rules.alerts
+                           if rule.absent_for_ms is None and parts_of(rules, rules.kpis[rule.kpi])}
         self.alerts = [AlertEvaluator(rule, rules, self.histories[rule.kpi])
                        for rule in rules.alerts]
         by_kpi: dict[str, list[AlertEvaluator]] = {}
@@ -311,8 +314,19 @@ class Engine:
             limits = {i: self.closed_through(i) for i in evaluator.inputs}
             step.transitions.extend(evaluator.evaluate(limits))
         step.transitions.sort(key=lambda e: e.at_ms)
+        if self.explainers:
+            step.transitions = [self._explained(t) for t in step.transitions]
         self._retry_feedback()
         return step
+
+    def _explained(self, event: AlertEvent) -> AlertEvent:
+        """A parent KPI's firing event with the parts that explain its change."""
+        explainer = self.explainers.get(event.alert)
+        if explainer is None or event.state != "firing":
+            return event
+        labels = dict(event.labels)
+        key = tuple(labels[name] for name in self.rules.kpis[event.kpi].labels)
+        return replace(event, explanation=explainer.explain(self.histories, key, event.at_ms))
 
     def _retry_feedback(self) -> None:
         """Apply pending feedback whose window has closed (else it was not this worker's)."""
@@ -335,15 +349,26 @@ class Engine:
 
 
 def _histories(rules: RuleSet) -> dict[str, KpiHistory]:
-    """A shared history per KPI that alerts read: as long as their baselines and charts need."""
+    """A shared history per KPI that alerts read: as long as their baselines and charts need,
+    and for the parts that explain a parent's alerts, as long as the explanation's baseline."""
     histories: dict[str, KpiHistory] = {}
+
+    def keep(kpi: Kpi, span: int) -> None:
+        hop = kpi.hop_ms or kpi.window_ms
+        current = histories.get(kpi.name)
+        if current is None or current.keep_ms < span:
+            histories[kpi.name] = KpiHistory(hop, span)
+
     for rule in rules.alerts:
         kpi = rules.kpis[rule.kpi]
-        hop = kpi.hop_ms or kpi.window_ms
-        keep = max(rule.lookback_ms, CHART_POINTS * hop)
-        current = histories.get(rule.kpi)
-        if current is None or current.keep_ms < keep:
-            histories[rule.kpi] = KpiHistory(hop, keep)
+        span = max(rule.lookback_ms, CHART_POINTS * (kpi.hop_ms or kpi.window_ms))
+        parts = parts_of(rules, kpi) if rule.absent_for_ms is None else ()
+        if parts:
+            explain = Explainer(rules, rule).lookback_ms + (kpi.hop_ms or kpi.window_ms)
+            span = max(span, explain)
+            for part in parts:
+                keep(part, explain)
+        keep(kpi, span)
     return histories
 
 

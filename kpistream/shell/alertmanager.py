@@ -13,7 +13,8 @@ Alertmanager routes can match on any of them (a dimension named ``owner`` or ``a
 gives way to kpistream's label). A post Alertmanager refuses (4xx) is logged and counted as
 ``refused``, not retried; one that fails otherwise is retried at the next resend.
 Annotations: ``summary``, ``description`` (value, unit and condition), ``value``, and for
-anomaly alerts ``expected`` and ``band``.
+anomaly alerts ``expected`` and ``band``, for KPIs with targets ``standing``, and for a
+parent KPI's firing alert ``explanation`` (its parts' shares of the change).
 
 >>> from kpistream.core.notify.routing import _example
 >>> alert = alertmanager_alert(_example(), "")
@@ -38,7 +39,12 @@ from prometheus_client import CollectorRegistry, Counter
 from kpistream.core.durations import rfc3339
 from kpistream.core.engine import Step
 from kpistream.core.notify.model import AlertEvent
-from kpistream.core.notify.render import format_value, grafana_link
+from kpistream.core.notify.render import (
+    explanation_text,
+    format_value,
+    grafana_link,
+    standing_text,
+)
 
 __all__ = ["AlertmanagerForwarder", "alertmanager_alert"]
 
@@ -67,6 +73,11 @@ def alertmanager_alert(event: AlertEvent, grafana_url: str) -> Payload:
         annotations["expected"] = format_value(band.expected)
         annotations["band"] = " .. ".join("" if x is None else format_value(x)
                                          for x in (band.lower, band.upper))
+    if event.standing is not None:
+        annotations["standing"] = standing_text(event.standing, "en")
+    if event.explanation is not None:
+        annotations["explanation"] = (f"vs {event.explanation.baseline}: "
+                                      + explanation_text(event.explanation, "en"))
     alert: Payload = {"labels": labels, "annotations": annotations,
                       # events may be stamped ahead of the clock; Alertmanager refuses an
                       # alert that starts after it ends

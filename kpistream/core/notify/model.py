@@ -10,6 +10,7 @@ import hashlib
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from kpistream.core.contributions import Explanation
 from kpistream.core.values import TargetStatus
 
 __all__ = [
@@ -72,6 +73,8 @@ class AlertEvent:
     band: Band | None = None
     #: KPIs with ``targets:``: the series' standing against its first target at at_ms
     standing: TargetStatus | None = None
+    #: a parent KPI's firing alert: the parts that explain its change (see core.tree)
+    explanation: Explanation | None = None
 
     @property
     def fingerprint(self) -> str:

@@ -23,12 +23,13 @@ from datetime import datetime
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from kpistream.core.contributions import Explanation
 from kpistream.core.notify.grouping import event_order
 from kpistream.core.notify.model import AlertEvent, Notification
 from kpistream.core.values import TargetStatus
 
-__all__ = ["Message", "format_duration", "format_value", "grafana_link", "render",
-           "standing_text"]
+__all__ = ["Message", "explanation_text", "format_duration", "format_value", "grafana_link",
+           "render", "standing_text"]
 
 _WORDS = {
     "zh": {
@@ -43,6 +44,7 @@ _WORDS = {
         "standing": "已完成 {att}（按进度应达 {pace}，{side}）{sep}期末预计 {forecast}"
                     "（80% 区间 {low} – {high}）{sep}达成概率 {p}",
         "ahead": "领先", "behind": "落后",
+        "explained": "主要贡献（对比 {}）", "missing": "另有 {} 项缺数据",
         "count_firing": "{} 条告警", "count_resolved": "{} 条恢复", "count_repeat": "{} 条仍在告警",
     },
     "en": {
@@ -57,6 +59,7 @@ _WORDS = {
         "standing": "{att} attained (pace {pace}, {side}){sep}forecast {forecast} "
                     "(80% interval {low} – {high}){sep}{p} likely to hit",
         "ahead": "ahead", "behind": "behind",
+        "explained": "Explained by (vs {})", "missing": "{} more without data",
         "count_firing": "{} firing", "count_resolved": "{} resolved",
         "count_repeat": "{} still firing",
     },
@@ -138,6 +141,9 @@ def _block(e: AlertEvent, n: Notification, words: dict[str, str], grafana_url: s
         s = e.standing
         fields.append((f"{words['target']} ({words[s.period]}) {format_value(s.target)}",
                        standing_text(s, n.language)))
+    if e.explanation is not None:
+        fields.append((words["explained"].format(e.explanation.baseline),
+                       explanation_text(e.explanation, n.language)))
     since = f"{_local_time(e.since_ms, n.timezone)}{words['sep']}{words['lasted']} " \
             f"{format_duration(end_ms - e.since_ms, lang)}"
     fields.append((words["since"], since))
@@ -160,6 +166,23 @@ def _band_text(e: AlertEvent, words: dict[str, str]) -> str:
     edges = " – ".join("…" if x is None else format_value(x) for x in (band.lower, band.upper))
     return (f"{format_value(band.expected)} ({words['band']} {edges}){words['sep']}"
             f"{words['score']} {band.score:.2f}{words['sep']}{words['model']} {band.model}")
+
+
+def explanation_text(explanation: Explanation, language: str) -> str:
+    """The parts of a change with their deltas and shares, best first.
+
+    >>> from kpistream.core.contributions import Contribution
+    >>> e = Explanation("ago(1d)", (Contribution("region=east", 20.0, 100.0, -80.0, 0.8),
+    ...                             Contribution("region=west", 80.0, 100.0, -20.0, 0.2)))
+    >>> explanation_text(e, "en")
+    'region=east -80 (80%), region=west -20 (20%)'
+    """
+    words = _WORDS.get(language, _WORDS["en"])
+    parts = [f"{c.name} {'+' if c.delta > 0 else ''}{format_value(c.delta)} ({c.share:.0%})"
+             for c in explanation.parts]
+    if explanation.missing:
+        parts.append(words["missing"].format(explanation.missing))
+    return words["sep"].join(parts)
 
 
 def standing_text(s: TargetStatus, language: str) -> str:

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from kpistream.core.engine import Engine
 from kpistream.core.loader import load_rules_text
-from kpistream.core.notify.model import Notification
+from kpistream.core.notify.model import Notification, event_from_json, event_to_json
 from kpistream.core.notify.render import render
 from kpistream.core.targets import INTERVAL_Z, LEVEL_ALPHA, PRIOR_SPREAD
 from kpistream.errors import RuleError
@@ -165,6 +165,8 @@ def test_alerts_read_the_standing_and_their_message_shows_it():
     assert (standing.period, standing.value, standing.target) == ("day", 5.0, 480.0)
     text = render(Notification("n", "ops", (), "en", tuple(behind), MONDAY)).text
     assert "Target (daily) 480: 1.0% attained (pace 4.2%, behind), forecast " in text
+    # the notifier checkpoints events as JSON
+    assert event_from_json(orjson.loads(orjson.dumps(event_to_json(behind[0])))) == behind[0]
 
 
 def test_standings_are_exported_per_period():

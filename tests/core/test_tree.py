@@ -175,3 +175,10 @@ def test_a_cycle_of_parents_is_reported_once():
     assert [str(p).split(": ", 1)[1] for p in e.value.problems] == [
         'kpi "gmv_region": parent links form a cycle: gmv_region -> gmv_total -> gmv_rep -> '
         "gmv_region"]
+
+
+def test_an_explained_event_survives_the_notifier_checkpoint():
+    from kpistream.core.notify.model import event_from_json, event_to_json
+
+    [fired] = [t for t in replay(TREE, [sales(BEFORE), sales(AFTER)]) if t.alert == "total_drop"]
+    assert event_from_json(orjson.loads(orjson.dumps(event_to_json(fired)))) == fired

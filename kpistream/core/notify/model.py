@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from kpistream.core.contributions import Explanation
+from kpistream.core.contributions import Contribution, Explanation
 from kpistream.core.values import TargetStatus
 
 __all__ = [
@@ -174,4 +174,10 @@ def event_from_json(data: dict[str, Any]) -> AlertEvent:
     values["history"] = tuple((int(t), float(v)) for t, v in values.get("history", ()))
     if values.get("band") is not None:
         values["band"] = Band(**values["band"])
+    if values.get("standing") is not None:
+        values["standing"] = TargetStatus(**values["standing"])
+    if values.get("explanation") is not None:
+        e = values["explanation"]
+        values["explanation"] = Explanation(
+            e["baseline"], tuple(Contribution(**c) for c in e["parts"]), e["missing"])
     return AlertEvent(**values)

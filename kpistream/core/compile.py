@@ -21,6 +21,7 @@ from kpistream.core.compile_alerts import (
     compile_silence,
     unknown_reference,
 )
+from kpistream.core.digest import check_cron
 from kpistream.core.documents import Located, RuleDocument, check_timezone, iter_items
 from kpistream.core.durations import format_duration
 from kpistream.core.hints import did_you_mean
@@ -200,8 +201,20 @@ def _compile_digest(item: Located, kpis, owners, problems: list[Problem]) -> Dig
         if name not in kpis:
             problems.append(item.doc.at((*item.loc, "kpis", i), f'unknown kpi "{name}"; define '
                                         f"it under kpis{did_you_mean(name, kpis)}"))
+        elif not kpis[name].spec.targets:
+            problems.append(item.doc.at((*item.loc, "kpis", i), f'kpi "{name}" has no targets; '
+                                        "a digest reports KPIs against their targets"))
+    if not spec.kpis and not any(k.spec.targets for k in kpis.values()):
+        problems.append(item.problem(None, "no KPI has targets: give KPIs targets: for the "
+                                     "digest to report on"))
     if spec.owner is not None and spec.owner not in owners:
         problems.append(unknown_reference(item, "owner", spec.owner, owners, "owners"))
+    if spec.owner is None and not spec.notify:
+        problems.append(item.problem(None, "a digest needs recipients: owner (that owner's "
+                                     "notify URLs) or notify (Apprise URLs)"))
+    cron_problem = check_cron(spec.cron)
+    if cron_problem is not None:
+        problems.append(item.problem("cron", cron_problem))
     if len(problems) > before:
         return None
     return Digest(spec.name, spec.cron, tuple(spec.kpis), spec.title, spec.owner,

@@ -34,16 +34,17 @@ reads (``explain:``, else the first ``prev``/``ago``/``avg_over`` of its conditi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from kpistream.core import expr as ex
 from kpistream.core.baselines import BASELINES, KpiHistory, lookback_ms
 from kpistream.core.contributions import Contribution, Explanation, rank, shapley
 from kpistream.core.expr.syntax import walk
-from kpistream.core.ruleset import Alert, Kpi, RuleSet
+from kpistream.core.ruleset import Alert, Kpi, RuleSet, label_name
 from kpistream.core.values import SeriesKey
 
-__all__ = ["DEFAULT_BASELINE", "TOP_PARTS", "Explainer", "baseline_of", "parts_of"]
+__all__ = ["DEFAULT_BASELINE", "TOP_PARTS", "Explainer", "baseline_of", "part_series",
+           "parts_of"]
 
 DEFAULT_BASELINE = "ago(1d)"
 TOP_PARTS = 5
@@ -56,6 +57,23 @@ def parts_of(rules: RuleSet, kpi: Kpi) -> tuple[Kpi, ...]:
     if children:
         return children
     return tuple(rules.kpis[name] for name in kpi.inputs)
+
+
+def part_series(parent: Kpi, part: Kpi, labels: Mapping[str, str],
+                keys: Iterable[SeriesKey]) -> list[tuple[str, SeriesKey]]:
+    """A part's series (among ``keys``) under the parent's series (``labels`` by field),
+    each with the name it is shown by: the part's name when it has the parent's dimensions,
+    else its extra label values (``region=east``)."""
+    if set(part.by) == set(parent.by):
+        key = tuple(labels[f] for f in part.by)
+        return [(part.name, key)] if key in keys else []
+    extra = [f for f in part.by if f not in labels]
+    found = []
+    for key in keys:
+        mine = dict(zip(part.by, key, strict=True))
+        if all(mine[f] == v for f, v in labels.items()):
+            found.append((", ".join(f"{label_name(f)}={mine[f]}" for f in extra), key))
+    return sorted(found)
 
 
 def baseline_of(alert: Alert) -> str:
@@ -111,7 +129,8 @@ class Explainer:
         values = {}
         missing = 0
         for part in self.parts:
-            for name, part_key in self._series(part, labels, histories[part.name]):
+            for name, part_key in part_series(self.kpi, part, labels,
+                                              histories[part.name].series):
                 pair = self._pair(histories[part.name], part_key, end_ms)
                 if pair is None:
                     missing += 1
@@ -126,19 +145,6 @@ class Explainer:
         else:
             parts = self._formula_parts(values)
         return Explanation(self.baseline, parts, missing) if parts else None
-
-    def _series(self, part: Kpi, labels: dict[str, str], history: KpiHistory
-                ) -> list[tuple[str, SeriesKey]]:
-        """A part's series under the parent's series, each with the name it is shown by."""
-        if set(part.by) == set(self.kpi.by):
-            return [(part.name, tuple(labels[f] for f in part.by))]
-        extra = [f for f in part.by if f not in labels]
-        found = []
-        for part_key in history.series:
-            mine = dict(zip(part.by, part_key, strict=True))
-            if all(mine[f] == v for f, v in labels.items()):
-                found.append((", ".join(f"{f}={mine[f]}" for f in extra), part_key))
-        return found
 
     def _pair(self, history: KpiHistory, key: SeriesKey, end_ms: int
               ) -> tuple[float, float] | None:

@@ -3,9 +3,11 @@
 Writes ``kpis.csv`` (one row per closed window per series), ``alerts.csv`` (one row per alert
 state change), ``bands.csv`` when a KPI has ``anomaly:`` (each window's learned band and
 verdict), ``targets.csv`` when a KPI has ``targets:`` (each window's standing against
-each target) and, when any event was invalid, ``rejected.jsonl`` (each rejected event with
-its file, line and reason), so nothing is silently lost. The CLI adds ``index.html`` and the
-stdout summary (``kpistream.shell.report``); ``replay`` alone runs ``--compare``'s old rules.
+each target), ``digests/NAME-TIME.md`` and ``.png`` for every digest at every cron tick of
+event time the replay spans, and, when any event was invalid, ``rejected.jsonl`` (each
+rejected event with its file, line and reason), so nothing is silently lost. The CLI adds
+``index.html`` and the stdout summary (``kpistream.shell.report``); ``replay`` alone runs
+``--compare``'s old rules.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import orjson
 import polars as pl
 
+from kpistream.core.digest import reports_over
 from kpistream.core.durations import rfc3339
 from kpistream.core.engine import Engine, IngestResult, Step
 from kpistream.core.expr import FieldType
@@ -79,6 +82,11 @@ def run_backtest(rules: RuleSet, files: list[EventFile], out_dir: Path) -> Backt
         write_bands(bands_path, rules, report.windows)
     elif bands_path.exists():
         bands_path.unlink()
+    if rules.digests:
+        from kpistream.shell.digests import digest_files  # matplotlib: only when needed
+
+        for digest in reports_over(rules, report.windows):
+            digest_files(digest, out_dir / "digests")
     targets_path = out_dir / "targets.csv"
     if any(k.targets for k in rules.kpis.values()):
         write_targets(targets_path, rules, report.windows)

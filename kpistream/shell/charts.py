@@ -17,8 +17,9 @@ from matplotlib import font_manager
 from matplotlib.axes import Axes
 from matplotlib.dates import AutoDateLocator, DateFormatter
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
-__all__ = ["chart_png"]
+__all__ = ["attainment_png", "chart_png"]
 
 #: fonts with CJK glyphs, in order of preference; the first one installed is used
 CJK_FONTS = (
@@ -37,6 +38,7 @@ SIZE_IN = (6.4, 3.0)
 DPI = 100
 LINE = "#1f77b4"
 THRESHOLD = "#d62728"
+AHEAD = "#2ca02c"
 
 
 def chart_png(
@@ -112,3 +114,38 @@ def _font_family() -> list[str]:
 
 def _number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.4g}"
+
+
+def attainment_png(rows: Sequence[tuple[str, float, float]], *, title: str) -> bytes:
+    """A PNG of horizontal bars: each row's attainment, with its pace as a black tick; a bar
+    short of its tick is red (behind), else green.
+
+    >>> png = attainment_png([("GMV · month", 0.30, 0.33), ("east · day", 1.1, 1.0)],
+    ...                      title="morning")
+    >>> png[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+    True
+    """
+    font = _font_family()
+    height = max(SIZE_IN[1], 0.9 + 0.32 * len(rows))
+    fig = Figure(figsize=(SIZE_IN[0], height), dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    labels = [name for name, _, _ in rows][::-1]
+    attained = [a for _, a, _ in rows][::-1]
+    pace = [p for _, _, p in rows][::-1]
+    colors = [THRESHOLD if a < p else AHEAD for a, p in zip(attained, pace, strict=True)]
+    positions = range(len(rows))
+    ax.barh(positions, attained, color=colors, height=0.6)
+    ax.scatter(pace, positions, marker="|", s=300, color="black", label="pace", zorder=3)
+    ax.set_yticks(list(positions), labels, fontsize=8, family=font)
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_title(title, fontsize=11, family=font, loc="left")
+    ax.grid(True, axis="x", color="#e0e0e0", linewidth=0.6)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.tick_params(labelsize=8)
+    if rows:
+        ax.legend(loc="lower right", fontsize=8, frameon=False)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing", category=UserWarning)
+        fig.savefig(buffer, format="png")
+    return buffer.getvalue()

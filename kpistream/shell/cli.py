@@ -107,6 +107,15 @@ def _parser() -> argparse.ArgumentParser:
                           help="skip OUTDIR/index.html (the charts take a few seconds)")
     backtest.set_defaults(handler=_backtest)
 
+    digest = sub.add_parser("digest", help="render digests as of a time, from event files")
+    digest.add_argument("--rules", required=True)
+    digest.add_argument("--at", required=True, metavar="TIME",
+                        help="RFC 3339, e.g. 2026-11-24T09:00:00+08:00: events up to then count")
+    digest.add_argument("--events", required=True, nargs="+", metavar="[SOURCE=]FILE")
+    digest.add_argument("--name", help="only this digest (default: every digest)")
+    digest.add_argument("--out", metavar="DIR", help="also write DIR/NAME-TIME.md and .png")
+    digest.set_defaults(handler=_digest)
+
     silence = sub.add_parser("silence", help="mute alerts for a while (runtime silences)")
     actions = silence.add_subparsers(required=True, metavar="ACTION")
     add = actions.add_parser("add", help="create a silence")
@@ -262,6 +271,28 @@ def _backtest(args: argparse.Namespace) -> int:
     for stale, kept in (("index.html", args.report), ("compare.txt", comparison is not None)):
         if not kept:
             (Path(args.out) / stale).unlink(missing_ok=True)  # not from an earlier run
+    return 0
+
+
+def _digest(args: argparse.Namespace) -> int:
+    from kpistream.core.digest import render_digest
+    from kpistream.shell.backtest import parse_event_spec, replay
+    from kpistream.shell.digests import digest_files, report_at
+
+    rules = load_rules(args.rules)
+    if args.name is not None and args.name not in {d.name for d in rules.digests}:
+        known = ", ".join(d.name for d in rules.digests) or "none"
+        raise UsageError(f'--name: no digest "{args.name}" in the rules (they have {known})')
+    if not rules.digests:
+        raise UsageError(f"{args.rules}: the rules define no digests; add a digests: section")
+    at_ms = _moment_ms(args.at, "--at")
+    files = [parse_event_spec(spec, rules) for spec in args.events]
+    reports = report_at(rules, replay(rules, files).windows, at_ms, args.name)
+    for i, report in enumerate(reports):
+        print(("\n" if i else "") + render_digest(report).text)
+        if args.out:
+            for path in digest_files(report, Path(args.out)):
+                print(f"written: {path}", file=sys.stderr)
     return 0
 
 

@@ -27,6 +27,7 @@ from kpistream.settings import Settings
 from kpistream.shell.alerting import AlertDelivery
 from kpistream.shell.alertmanager import AlertmanagerForwarder
 from kpistream.shell.broker import EmbeddedBroker, parse_bootstrap, wait_for_broker
+from kpistream.shell.digests import DigestService
 from kpistream.shell.endpoint import Health, make_app, serve
 from kpistream.shell.exporter import Exporter
 from kpistream.shell.ingest import IngestService
@@ -139,14 +140,15 @@ def build_daemon(settings: Settings, rules: RuleSet, *,
                                         grafana_url=settings.grafana_url)
                   ] if settings.alertmanager_url else []
     ingest = IngestService(settings, rules, lambda: broker.bootstrap, exporter)
+    digests = DigestService(rules, lambda: merge.engine if merge.owner else None, exporter)
     merge = MergeService(settings, rules, lambda: broker.bootstrap, exporter,
                          sinks=[exporter.publish, console, alerting, *forwarders, *sinks],
-                         parts=[alerting, *forwarders])
+                         parts=[alerting, digests, *forwarders])
     worker = Worker(ingest, merge)
     metrics = MetricsService(settings.metrics_addr, exporter, health=lambda: worker)
     watcher = RulesWatcher(settings.rules, [ingest, merge], exporter)
-    return Daemon([broker, metrics, *extra(broker), alerting, *forwarders, merge, ingest,
-                   watcher]), worker
+    return Daemon([broker, metrics, *extra(broker), alerting, digests, *forwarders, merge,
+                   ingest, watcher]), worker
 
 
 class Worker:

@@ -206,6 +206,9 @@ class Exporter:
         self.notifications = Counter("kpistream_notifications",
                                      "Notification attempts per channel and result.",
                                      ["channel", "result"], registry=self.registry)
+        self.digests = Counter("kpistream_digests", "Digests sent (result sent) or tried and "
+                               "failed on every channel (failed, tried again).",
+                               ["digest", "result"], registry=self.registry)
         self.feedback = Counter("kpistream_anomaly_feedback",
                                 "Anomaly feedback records applied by this worker, by result "
                                 "(accepted, already, unknown = another worker's series).",

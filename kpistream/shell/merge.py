@@ -262,8 +262,9 @@ class MergeService(mode.Service):
         if self.owner:
             await self._expect_partitions()
         self.exporter.use_rules(rules)
-        for sink in self.sinks:  # those that render or route by the rules
-            use_rules = getattr(sink, "use_rules", None)
+        users = {id(x): x for x in (*self.sinks, *self.parts.values())}
+        for user in users.values():  # those that render or route by the rules
+            use_rules = getattr(user, "use_rules", None)
             if use_rules is not None:
                 use_rules(rules)
         log.info("rules version %s live", rules.version)

@@ -28,8 +28,8 @@ from kpistream.core.notify.grouping import event_order
 from kpistream.core.notify.model import AlertEvent, Notification
 from kpistream.core.values import TargetStatus
 
-__all__ = ["Message", "explanation_text", "format_duration", "format_value", "grafana_link",
-           "render", "standing_text"]
+__all__ = ["Message", "amount", "explanation_text", "format_duration", "format_value",
+           "grafana_link", "render", "standing_text"]
 
 _WORDS = {
     "zh": {
@@ -199,8 +199,19 @@ def standing_text(s: TargetStatus, language: str) -> str:
     return words["standing"].format(
         att=f"{s.attainment:.1%}", pace=f"{s.expected_attainment:.1%}",
         side=words["ahead" if s.attainment >= s.expected_attainment else "behind"],
-        forecast=format_value(s.forecast), low=format_value(s.forecast_lower),
-        high=format_value(s.forecast_upper), p=f"{s.hit_probability:.0%}", sep=words["sep"])
+        forecast=amount(s.forecast), low=amount(s.forecast_lower), high=amount(s.forecast_upper),
+        p=f"{s.hit_probability:.0%}", sep=words["sep"])
+
+
+def amount(value: float) -> str:
+    """A period amount for a manager: thousands separated, no fractions beyond 1,000.
+
+    >>> amount(186661922.49), amount(-2300.0), amount(12.5), amount(429.134)
+    ('186,661,922', '-2,300', '12.5', '429.1')
+    """
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
 
 
 def format_value(value: float) -> str:

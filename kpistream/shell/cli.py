@@ -75,10 +75,13 @@ def _parser() -> argparse.ArgumentParser:
                       help="only produce the demo events to --broker, no daemon (compose)")
     demo.set_defaults(handler=_demo)
 
-    check = sub.add_parser("check", help="validate rule files")
-    check.add_argument("dir", help="rules directory or file")
+    check = sub.add_parser("check", help="validate rule files, or review a change (--diff)")
+    check.add_argument("dir", nargs="?", help="rules directory or file")
+    check.add_argument("--diff", nargs=2, metavar=("OLD_DIR", "NEW_DIR"),
+                       help="print what a change does to KPI definitions and alerts (Markdown "
+                            "for a pull request)")
     check.add_argument("--format", choices=["text", "json"], default="text",
-                       help="json: one object with every problem, for tooling")
+                       help="json: one object with every problem (or change), for tooling")
     check.set_defaults(handler=_check)
 
     test = sub.add_parser("test", help="run the rule unit tests (*.test.yaml) found in DIR")
@@ -189,12 +192,39 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    if (args.dir is None) == (args.diff is None):
+        raise UsageError("check takes a rules directory, or --diff OLD_DIR NEW_DIR")
+    if args.diff is not None:
+        return _check_diff(*args.diff, as_json=args.format == "json")
     if args.format == "json":
         return _check_json(args.dir)
     rules = load_rules(args.dir)
     print(f"{len(rules.files)} file(s) OK: {len(rules.sources)} sources, {len(rules.kpis)} "
           f"KPIs, {len(rules.alerts)} alerts, {len(rules.owners)} owners "
           f"(version {rules.version})")
+    return 0
+
+
+def _check_diff(old_dir: str, new_dir: str, *, as_json: bool) -> int:
+    from dataclasses import asdict
+
+    import orjson
+
+    from kpistream.core.definition_diff import diff_rules, render_diff
+
+    sets = []
+    for label, directory in (("old", old_dir), ("new", new_dir)):
+        try:
+            sets.append(load_rules(directory))
+        except RuleError as e:
+            print(f"kpistream: the {label} rules ({directory}) do not load:\n{e}",
+                  file=sys.stderr)
+            return 1
+    changes = diff_rules(*sets)
+    if as_json:
+        print(orjson.dumps({"changes": [asdict(c) for c in changes]}).decode())
+    else:
+        print(render_diff(changes))
     return 0
 
 

@@ -189,8 +189,10 @@ class Exporter:
         self.info = Gauge("kpistream_rules_info", "The live rule set (version = content hash).",
                           ["version"], registry=self.registry)
         self.kpi_info = Gauge("kpistream_kpi_info", "1 per KPI of the live rule set, with its "
-                              "title, unit, owner and window.",
-                              ["kpi", "title", "unit", "owner", "window"], registry=self.registry)
+                              "title, unit, owner, window, business definition (口径), "
+                              "version and parent in the KPI tree.",
+                              ["kpi", "title", "unit", "owner", "window", "definition",
+                               "version", "parent"], registry=self.registry)
         self.series = Gauge("kpistream_kpi_series", "Series currently reported per KPI.",
                             ["kpi"], registry=self.registry)
         self.late_panes = Counter("kpistream_kpi_late_panes",
@@ -239,7 +241,8 @@ class Exporter:
         self.kpi_info.clear()
         for kpi in rules.kpis.values():
             self.kpi_info.labels(kpi.name, kpi.title or "", kpi.unit or "", kpi.owner or "",
-                                 format_duration(kpi.window_ms)).set(1)
+                                 format_duration(kpi.window_ms), kpi.definition or "",
+                                 kpi.version or "", kpi.parent or "").set(1)
         for source in rules.sources:
             for status in STATUSES:
                 self.events.labels(source, status)

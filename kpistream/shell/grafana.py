@@ -460,6 +460,8 @@ def _kpi_panels(rules: RuleSet, kpi: Kpi) -> list[Json]:
                                                if kpi.hop_ms else "")
     about = (f"{kpi.title or kpi.name}: {kpi.computation or kpi.name}, window {window}, "
              f"unit {kpi.unit or '-'}, owner {kpi.owner or '-'}")
+    if kpi.definition:
+        about += f". 口径 (v{kpi.version or '-'}): {kpi.definition}"
     panels = [_timeseries(f"{kpi.name}", [_target(f"kpistream_kpi_value{{{selector}}}",
                                                   legend)], unit=unit, description=about)]
     alerts = [a for a in rules.alerts if a.kpi == kpi.name]

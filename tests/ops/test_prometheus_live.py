@@ -254,7 +254,8 @@ async def test_every_dashboard_query_and_recording_rule_returns_data(
     text = await poll(lambda: "kpistream_kpi_value{" in (t := _metrics_text(demo)) and t,
                       deadline_s=DEADLINE_S, what="the demo's first KPI values")
     _promtool("check", "metrics", stdin=text)
-    assert 'kpistream_kpi_info{kpi="gmv",owner="sales-ops",title=' in text
+    assert ('kpistream_kpi_info{definition="已支付订单的金额之和（元），不含未支付和已取消订单，'
+            '退款不冲减",kpi="gmv",owner="sales-ops",parent="gmv_by_region",title=') in text
     await poll(prometheus.target_up, deadline_s=30, what="Prometheus scraping the demo")
     await poll(lambda: prometheus.query("kpistream_kpi_value"), deadline_s=30,
                what="KPI values in Prometheus")

@@ -199,3 +199,29 @@ def test_bad_feedback_ids_and_alertmanager_urls_are_refused_with_a_message(tmp_p
         in run.stderr
     for done in (feedback, run):
         assert b"Traceback" not in done.stderr
+
+
+def test_check_diff_prints_markdown_for_a_pull_request(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    for directory in (old, new):
+        directory.mkdir()
+    rules = ("sources: [{name: s, topic: t}]\nkpis:\n  - {name: gmv, source: s, agg: sum(x), "
+             "window: 1m, version: '1', targets: [{period: month, value: 1000}]}\n")
+    (old / "r.yaml").write_text(rules)
+    (new / "r.yaml").write_text(rules.replace("value: 1000", "value: 1200"))
+    done = kpistream("check", "--diff", str(old), str(new))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines() == [
+        "## KPI `gmv`: changed",
+        "- targets: `month 1000` → `month 1200`",
+        "- attainment and forecasts use the new targets from the next window; learned "
+        "profiles are kept"]
+    as_json = orjson.loads(kpistream("check", "--diff", str(old), str(new), "--format",
+                                     "json").stdout)
+    assert as_json["changes"][0]["fields"] == [
+        {"field": "targets", "old": "month 1000", "new": "month 1200"}]
+    (new / "r.yaml").write_text("kpis: [{name: gmv}]\n")
+    broken = kpistream("check", "--diff", str(old), str(new))
+    assert broken.returncode == 1
+    assert b"the new rules" in broken.stderr and b'missing required key "window"' in broken.stderr
+    assert kpistream("check").returncode == 2

@@ -55,11 +55,13 @@ _WORDS = {
     "zh": {"headline": "目标达成", "board": "排行（按进度）", "gaps": "最大偏差",
            "of_pace": "{} 对进度", "owner": "负责人", "gap": "距进度 {}",
            "why": "主要来自", "none": "（暂无目标数据）", "at": "截至 {}",
-           "day": "日", "week": "周", "month": "月", "quarter": "季度"},
+           "day": "日", "week": "周", "month": "月", "quarter": "季度",
+           "partial": "（期初缺失）"},
     "en": {"headline": "Targets", "board": "Board (against pace)", "gaps": "Biggest deviations",
            "of_pace": "{} of pace", "owner": "owner", "gap": "{} against pace",
            "why": "mostly from", "none": "(no target data yet)", "at": "as of {}",
-           "day": "day", "week": "week", "month": "month", "quarter": "quarter"},
+           "day": "day", "week": "week", "month": "month", "quarter": "quarter",
+           "partial": " (period start missing)"},
 }
 
 
@@ -243,14 +245,15 @@ def _period(status: TargetStatus, report: DigestReport, words: dict[str, str]) -
 def _headline(line: DigestLine, report: DigestReport, words: dict[str, str]) -> str:
     s = line.status
     return (f"{line.name} · {_period(s, report, words)}: {amount(s.value)} / "
-            f"{amount(s.target)} = {standing_text(s, report.language)}")
+            f"{amount(s.target)} = {standing_text(s, report.language, report.timezone)}")
 
 
 def _board(line: DigestLine, words: dict[str, str]) -> str:
     s = line.status
     owner = f" · {words['owner']} {line.owner}" if line.owner else ""
+    partial = words["partial"] if s.tracked_from_ms is not None else ""
     return (f"{line.name} · {words[s.period]}: {s.attainment:.1%} "
-            f"({words['of_pace'].format(f'{line.pace_index:.0%}')}){owner}")
+            f"({words['of_pace'].format(f'{line.pace_index:.0%}')}){partial}{owner}")
 
 
 def _deviation(d: Deviation, words: dict[str, str]) -> str:

@@ -205,6 +205,8 @@ class _SeriesTargets:
         default_factory=lambda: dict.fromkeys(PERIODS, (0, 0, 0.0)))
     #: per period: what its pace and forecast need, for today
     plans: dict[str, _Plan] = field(default_factory=dict)
+    #: the start of the first window tracked
+    tracked_from_ms: int | None = None
 
 
 class KpiTargets:
@@ -244,6 +246,8 @@ class KpiTargets:
     def _update_series(self, state: _SeriesTargets, targets: list[float | None],
                        window: ClosedWindow, value: float) -> tuple[TargetStatus, ...]:
         start, end = window.start_ms, window.end_ms
+        if state.tracked_from_ms is None:
+            state.tracked_from_ms = start
         today = state.today
         if today is None or start >= today.end_ms:
             today = state.today = self._day(start, today is None)
@@ -288,7 +292,8 @@ class KpiTargets:
             target=amount, value=so_far, attainment=so_far / amount, expected_attainment=pace,
             forecast=mean, forecast_lower=mean - INTERVAL_Z * spread,
             forecast_upper=mean + INTERVAL_Z * spread, hit_probability=hit,
-            pace_model=profile.model())
+            pace_model=profile.model(),
+            tracked_from_ms=state.tracked_from_ms if state.tracked_from_ms > p_start else None)
 
     def _due(self, profile: _Profile, today: _Today, now: int) -> float:
         """The share of today's expected total due by ``now``."""

@@ -37,6 +37,9 @@ class TargetStatus:
     hit_probability: float
     #: what the pace was learned from: ``linear``, ``daily`` or ``weekly``
     pace_model: str
+    #: when tracking began, if after the period's start (the value misses the period's
+    #: beginning: kpistream keeps no raw history to fill it)
+    tracked_from_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

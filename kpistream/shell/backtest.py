@@ -233,7 +233,7 @@ def write_bands(path: Path, rules: RuleSet, windows: list[ClosedWindow]) -> None
 
 TARGET_COLUMNS = ("kpi", "period", "period_start", "window_end", "labels", "value", "target",
                   "attainment", "expected_attainment", "forecast", "forecast_lower",
-                  "forecast_upper", "target_hit_probability", "pace_model")
+                  "forecast_upper", "target_hit_probability", "pace_model", "tracked_from")
 
 
 def write_targets(path: Path, rules: RuleSet, windows: list[ClosedWindow]) -> None:
@@ -251,7 +251,8 @@ def write_targets(path: Path, rules: RuleSet, windows: list[ClosedWindow]) -> No
                              format_value(s.value), format_value(s.target),
                              *(format_value(round(r, 6)) for r in ratios),
                              *(format_value(round(a, 2)) for a in amounts),
-                             format_value(round(s.hit_probability, 6)), s.pace_model))
+                             format_value(round(s.hit_probability, 6)), s.pace_model,
+                             "" if s.tracked_from_ms is None else rfc3339(s.tracked_from_ms)))
     rows.sort(key=lambda r: r[:4])
     with path.open("w", newline="", encoding="utf-8") as f:
         out = csv.writer(f, lineterminator="\n")

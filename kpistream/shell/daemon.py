@@ -140,7 +140,8 @@ def build_daemon(settings: Settings, rules: RuleSet, *,
                                         grafana_url=settings.grafana_url)
                   ] if settings.alertmanager_url else []
     ingest = IngestService(settings, rules, lambda: broker.bootstrap, exporter)
-    digests = DigestService(rules, lambda: merge.engine if merge.owner else None, exporter)
+    digests = DigestService(rules, lambda: merge.engine if merge.owner else None, exporter,
+                            out=sys.stdout)
     merge = MergeService(settings, rules, lambda: broker.bootstrap, exporter,
                          sinks=[exporter.publish, console, alerting, *forwarders, *sinks],
                          parts=[alerting, digests, *forwarders])

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 from zoneinfo import ZoneInfo
 
 import mode
@@ -89,8 +90,10 @@ class DigestService(mode.Service):
     def __init__(self, rules: RuleSet, engine: Callable[[], Engine | None], exporter: Exporter,
                  *, environ: Mapping[str, str] | None = None,
                  clock: Callable[[], float] = time.time, retry: RetryPolicy = DEFAULT_RETRY,
-                 **kwargs) -> None:
+                 out: TextIO | None = None, **kwargs) -> None:
         self.rules = rules
+        #: where a digest is also printed when it is sent (the daemon's console)
+        self.out = out
         self._engine = engine
         self._counter = exporter.digests
         self._clock = clock
@@ -148,6 +151,8 @@ class DigestService(mode.Service):
                 return
             self.sent[digest.name] = report.at_ms
             self._counter.labels(digest.name, "sent").inc()
+            if self.out is not None:
+                print(self._messages[n.id][0].text, file=self.out, flush=True)
             self._messages.pop(n.id, None)
         finally:
             self._busy.discard(digest.name)

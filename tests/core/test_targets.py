@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from kpistream.core.engine import Engine
 from kpistream.core.loader import load_rules_text
 from kpistream.core.notify.model import Notification, event_from_json, event_to_json
-from kpistream.core.notify.render import render
+from kpistream.core.notify.render import render, standing_text
 from kpistream.core.targets import INTERVAL_Z, LEVEL_ALPHA, PRIOR_SPREAD
 from kpistream.errors import RuleError
 from kpistream.shell.backtest import EventFile, run_backtest
@@ -222,3 +222,15 @@ def test_period_bounds_follow_the_calendar():
         utc("2026-04-01T00:00:00"), utc("2026-07-01T00:00:00"))
     assert period_bounds("quarter", utc("2026-12-31T16:30:00"), "Asia/Shanghai") == (
         utc("2026-12-31T16:00:00"), utc("2027-03-31T16:00:00"))
+
+
+def test_a_series_first_seen_mid_period_says_its_value_misses_the_start():
+    engine = Engine(load_rules_text(RULES))
+    windows = hourly(engine, MONDAY + 6 * HOUR, [20.0] * 2)
+    status = status_at(windows, MONDAY + 8 * HOUR, "day")
+    assert status.tracked_from_ms == MONDAY + 6 * HOUR
+    text = standing_text(status, "en", "Asia/Shanghai")
+    assert text.endswith(" (tracked since 2025-12-01 06:00 (UTC+08:00): the period's start is "
+                         "missing)")
+    later = hourly(engine, MONDAY + 24 * HOUR, [20.0])  # the next day is whole
+    assert status_at(later, MONDAY + 25 * HOUR, "day").tracked_from_ms is None

@@ -43,7 +43,7 @@ _WORDS = {
         "day": "日", "week": "周", "month": "月", "quarter": "季度",
         "standing": "已完成 {att}（按进度应达 {pace}，{side}）{sep}期末预计 {forecast}"
                     "（80% 区间 {low} – {high}）{sep}达成概率 {p}",
-        "ahead": "领先", "behind": "落后",
+        "ahead": "领先", "behind": "落后", "partial": "（本期自 {} 起统计，期初数据缺失）",
         "explained": "主要贡献（对比 {}）", "missing": "另有 {} 项缺数据",
         "count_firing": "{} 条告警", "count_resolved": "{} 条恢复", "count_repeat": "{} 条仍在告警",
     },
@@ -59,6 +59,7 @@ _WORDS = {
         "standing": "{att} attained (pace {pace}, {side}){sep}forecast {forecast} "
                     "(80% interval {low} – {high}){sep}{p} likely to hit",
         "ahead": "ahead", "behind": "behind",
+        "partial": " (tracked since {}: the period's start is missing)",
         "explained": "Explained by (vs {})", "missing": "{} more without data",
         "count_firing": "{} firing", "count_resolved": "{} resolved",
         "count_repeat": "{} still firing",
@@ -140,7 +141,7 @@ def _block(e: AlertEvent, n: Notification, words: dict[str, str], grafana_url: s
     if e.standing is not None:
         s = e.standing
         fields.append((f"{words['target']} ({words[s.period]}) {format_value(s.target)}",
-                       standing_text(s, n.language)))
+                       standing_text(s, n.language, n.timezone)))
     if e.explanation is not None:
         fields.append((words["explained"].format(e.explanation.baseline),
                        explanation_text(e.explanation, n.language)))
@@ -185,7 +186,7 @@ def explanation_text(explanation: Explanation, language: str) -> str:
     return words["sep"].join(parts)
 
 
-def standing_text(s: TargetStatus, language: str) -> str:
+def standing_text(s: TargetStatus, language: str, timezone: str = "UTC") -> str:
     """Where a series stands against a target, in ``zh`` or English.
 
     >>> s = TargetStatus("month", 0, 1, 1, 1000.0, 450.0, 0.45, 0.52, 870.0, 820.0, 920.0,
@@ -196,11 +197,14 @@ def standing_text(s: TargetStatus, language: str) -> str:
     '已完成 45.0%（按进度应达 52.0%，落后），期末预计 870（80% 区间 820 – 920），达成概率 2%'
     """
     words = _WORDS.get(language, _WORDS["en"])
-    return words["standing"].format(
+    text = words["standing"].format(
         att=f"{s.attainment:.1%}", pace=f"{s.expected_attainment:.1%}",
         side=words["ahead" if s.attainment >= s.expected_attainment else "behind"],
         forecast=amount(s.forecast), low=amount(s.forecast_lower), high=amount(s.forecast_upper),
         p=f"{s.hit_probability:.0%}", sep=words["sep"])
+    if s.tracked_from_ms is not None:
+        text += words["partial"].format(_local_time(s.tracked_from_ms, timezone))
+    return text
 
 
 def amount(value: float) -> str:

@@ -164,3 +164,18 @@ def test_outages_during_warm_up_do_not_widen_the_band_afterwards() -> None:
     width = [j.upper - j.lower for j in (plain[400], warmed[400])]
     assert width[1] == pytest.approx(width[0], rel=0.1)
     assert anomalies(warmed) == [450]
+
+
+def test_recurring_outages_are_each_caught() -> None:
+    """A series that loses 80% of its value for two windows every 60: each outage is an
+    incident, not a tail of the series, so the tenth is caught like the first (before,
+    each outage raised the records to its own size and the next one of that size passed),
+    and nothing after it is flagged (its scores do not linger in the 15- and 60-window
+    surprises)."""
+    values = noisy(1400, noise=10.0)
+    starts = list(range(400, 1400, 60))
+    for k in starts:
+        values[k] = values[k + 1] = 20.0
+    flagged = anomalies(run(values))
+    assert [k for k in starts if k in flagged] == starts
+    assert set(flagged) <= {k + d for k in starts for d in (0, 1)}

@@ -25,7 +25,10 @@ a residual beyond the narrowest band (``_floor(1)`` scales) is an outlier: its s
 stays out of the records and it enters the scale clipped to that band, so incidents seen
 while warming up do not widen the band afterwards. Windows outside the band form a *run*;
 the run's surprises and scale updates are deferred to its end, so a whole run is judged
-against the records from before it and stays one alert. After ``SHIFT_WINDOWS`` (12)
+against the records from before it and stays one alert. A run whose every value is at most
+``OUTAGE_SHARE`` of the expected value is an outage: it teaches neither the records nor the
+scale, and its raw scores count as ordinary ones in the longer horizons, so recurring
+outages are each caught and the windows after one are not flagged. After ``SHIFT_WINDOWS`` (12)
 consecutive windows outside the band on the same side, the levels jump by the run's
 mean residual: a persistent level shift is alerted for 12 windows and is the new normal
 from the 13th window on. Its surprises then enter the records, so the detector is less
@@ -89,6 +92,9 @@ FLOOR_SPREAD = 4.0
 #: 60.51 when every run raises the records to its peak, 60.08 when runs raise them at most
 #: 1.5x, 45.30 when runs beyond 1.5x leave them alone, 56.75 beyond 2x)
 EXTREME = 3.0
+#: a run whose every value is at most this share of the expected value is an outage (a
+#: region losing most of its orders): it teaches neither the records nor the scale
+OUTAGE_SHARE = 0.3
 #: sensitivity -> factor applied to the records
 SENSITIVITY = {"low": 1.25, "medium": 1.0, "high": 0.8}
 #: the level moves at most this many scales towards a value in one window
@@ -235,6 +241,7 @@ class SeriesDetector:
         self.run_side = 0
         self.run_residuals = array("d")
         self.run_peaks = array("d")
+        self.run_outage = True
         self._tz = None if config.timezone == "UTC" else ZoneInfo(config.timezone)
 
     def __getstate__(self) -> dict:
@@ -243,6 +250,7 @@ class SeriesDetector:
         return state
 
     def __setstate__(self, state: dict) -> None:
+        state.setdefault("run_outage", True)  # checkpoints from before outages were told
         vars(self).update(state)
         if self.config.timezone != "UTC":
             self._tz = ZoneInfo(self.config.timezone)
@@ -341,9 +349,12 @@ model='seasonal-ewm')
         return scale * limit
 
     def _previous(self, horizon: int) -> float:
-        """Sum of the capped raw scores of the previous ``horizon - 1`` windows."""
+        """Sum of the capped raw scores of the previous ``horizon - 1`` windows; those of a
+        run that is an outage so far count as ordinary (1), as they will once it closes."""
         size = len(self.recent)
-        return sum(self.recent[(self.seen - j) % size] for j in range(1, horizon))
+        outage = len(self.run_residuals) if self.run_outage else 0
+        return sum(1.0 if j <= outage else self.recent[(self.seen - j) % size]
+                   for j in range(1, horizon))
 
     def _judge(self, expected: float, half: float, value: float) -> Judgement:
         """Band, score and verdict for ``value``; direction decides which side counts.
@@ -448,6 +459,8 @@ model='seasonal-ewm')
             self._close_run()
             self.run_side = side
         self.run_residuals.append(residual)
+        self.run_outage = self.run_outage and expected > 0 and (
+            expected + residual <= OUTAGE_SHARE * expected)
         if surprises is not None:
             self.run_peaks = array("d", (max(a, b) for a, b in zip(
                 self.run_peaks or surprises, surprises, strict=True)))
@@ -467,7 +480,9 @@ model='seasonal-ewm')
         the record (a tail of the series); a more extreme run is an incident and leaves the
         record as it was, so it does not make the series blind to the next one of its size.
         """
-        if self.run_residuals:
+        if self.run_residuals and self.run_outage:
+            self._forget_outage()
+        elif self.run_residuals:
             for residual in self.run_residuals:
                 self._update_scale(abs(residual))
             peaks = [peak if peak <= EXTREME * max(record, _floor(horizon))
@@ -477,11 +492,21 @@ model='seasonal-ewm')
             self._update_records(peaks, len(self.run_residuals))
         self._forget_run()
 
+    def _forget_outage(self) -> None:
+        """An outage's raw scores leave the recent ones (as ordinary scores of 1), or the
+        15- and 60-window surprises would stay beyond their records for an hour after it and
+        flag every window that is not exactly as expected. This window (in band, pushed just
+        before the run closed) stays."""
+        size = len(self.recent)
+        for j in range(2, len(self.run_residuals) + 2):
+            self.recent[(self.seen - j) % size] = 1.0
+
     def _forget_run(self) -> None:
         """Drop the current run of clipped windows."""
         self.run_side = 0
         self.run_residuals = array("d")
         self.run_peaks = array("d")
+        self.run_outage = True
 
 
 def _floor(horizon: int) -> float:

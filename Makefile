@@ -37,6 +37,11 @@ bench: $(STAMP)
 	$(PY) bench/backtest_speed.py
 	$(PY) bench/scale_out.py
 	$(PY) bench/forecast_quality.py --series 300 --json bench/out/forecast_quality.json
+	$(PY) bench/nab_backtest.py
+	$(PY) bench/anomaly_compare.py
+	$(PY) bench/anomaly_synthetic.py
+	$(PY) bench/anomaly_cost.py
+	$(PY) bench/anomaly_demo.py --rate 200 --hours 24 --warmup-hours 12
 
 clean:
 	rm -rf $(VENV)

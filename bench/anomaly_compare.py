@@ -8,13 +8,13 @@ Scoring is ``bench/anomaly_nab.py`` (the pipeline's windows, firing transitions,
 standard profile). Last run (NAB dev, 33 files, one configuration each)::
 
     design                           TOTAL AWSCloudw AdExchang KnownCaus   Traffic    Tweets
-    rolling-zscore                    40.6      47.3      36.8      11.7      69.6      41.5
+    rolling-zscore                    40.5      47.3      36.8      11.7      69.0      41.5
     holt-winters-residual             41.7      39.8      36.8      22.7      39.1      57.7
     half-space-trees                  -1.9      28.8      36.0    -214.6      50.8      66.0
-    snarimax-residual                  1.5      35.8      39.1     -77.0      29.9      -6.1
-    ewm+gauss-likelihood              50.7      43.3      43.1      56.8      64.1      51.1
-    seasonal-ewm records, no season   53.1      44.0      38.9      35.2      61.9      73.6
-    seasonal-ewm records (default)    61.8      46.9      75.4      54.3      56.7      78.4
+    snarimax-residual                  1.2      35.8      39.1     -78.2      29.3      -6.1
+    ewm+gauss-likelihood              51.6      45.2      60.5      56.1      58.0      49.7
+    seasonal-ewm records, no season   56.2      48.3      46.8      34.0      78.9      71.3
+    seasonal-ewm records (default)    64.4      51.7      76.7      52.9      83.6      72.1
 """
 
 from __future__ import annotations

@@ -179,3 +179,18 @@ def test_recurring_outages_are_each_caught() -> None:
     flagged = anomalies(run(values))
     assert [k for k in starts if k in flagged] == starts
     assert set(flagged) <= {k + d for k in starts for d in (0, 1)}
+
+
+def test_windows_between_recurring_incidents_are_not_flagged() -> None:
+    """A series that loses half its value for two windows every 30: the first drop is
+    caught, and no window between the drops is flagged. Before a closed run's scores were
+    forgotten, the drops kept the 15- and 60-window surprises near their records, the band
+    shrank towards nothing and ordinary noise between the drops was flagged. (Later drops of
+    the same size are the series' own tail by then: see ``EXTREME``.)"""
+    values = noisy(1400, noise=10.0)
+    starts = list(range(400, 1400, 30))
+    for k in starts:
+        values[k] = values[k + 1] = 50.0
+    flagged = anomalies(run(values))
+    assert starts[0] in flagged
+    assert set(flagged) <= {k + d for k in starts for d in (0, 1)}

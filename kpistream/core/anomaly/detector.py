@@ -27,8 +27,11 @@ while warming up do not widen the band afterwards. Windows outside the band form
 the run's surprises and scale updates are deferred to its end, so a whole run is judged
 against the records from before it and stays one alert. A run whose every value is at most
 ``OUTAGE_SHARE`` of the expected value is an outage: it teaches neither the records nor the
-scale, and its raw scores count as ordinary ones in the longer horizons, so recurring
-outages are each caught and the windows after one are not flagged. After ``SHIFT_WINDOWS`` (12)
+scale (while it lasts, its raw scores count as ordinary ones in the longer horizons), so
+recurring outages are each caught. Once any run closes, its raw scores count as ordinary
+ones too: it has been alerted, and the windows after it are judged on their own, not
+flagged because an incident still weighs on the 15- and 60-window means. After
+``SHIFT_WINDOWS`` (12)
 consecutive windows outside the band on the same side, the levels jump by the run's
 mean residual: a persistent level shift is alerted for 12 windows and is the new normal
 from the 13th window on. Its surprises then enter the records, so the detector is less
@@ -480,9 +483,7 @@ model='seasonal-ewm')
         the record (a tail of the series); a more extreme run is an incident and leaves the
         record as it was, so it does not make the series blind to the next one of its size.
         """
-        if self.run_residuals and self.run_outage:
-            self._forget_outage()
-        elif self.run_residuals:
+        if self.run_residuals and not self.run_outage:
             for residual in self.run_residuals:
                 self._update_scale(abs(residual))
             peaks = [peak if peak <= EXTREME * max(record, _floor(horizon))
@@ -490,13 +491,15 @@ model='seasonal-ewm')
                      for peak, record, horizon in zip(self.run_peaks, self.records, HORIZONS,
                                                       strict=True)] if self.run_peaks else None
             self._update_records(peaks, len(self.run_residuals))
+        self._forget_scores()
         self._forget_run()
 
-    def _forget_outage(self) -> None:
-        """An outage's raw scores leave the recent ones (as ordinary scores of 1), or the
-        15- and 60-window surprises would stay beyond their records for an hour after it and
-        flag every window that is not exactly as expected. This window (in band, pushed just
-        before the run closed) stays."""
+    def _forget_scores(self) -> None:
+        """A closed run's raw scores leave the recent ones (as ordinary scores of 1): it has
+        been alerted, and otherwise the 15- and 60-window surprises would stay beyond their
+        records for up to an hour after it and flag every window that is not exactly as
+        expected (a series hit by an incident every few minutes was never quiet). This
+        window (in band, pushed just before the run closed) stays."""
         size = len(self.recent)
         for j in range(2, len(self.run_residuals) + 2):
             self.recent[(self.seen - j) % size] = 1.0

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from kpistream.core.aggregates import Aggregation
-from kpistream.core.anomaly import AnomalyConfig
+from kpistream.core.anomaly import MODEL_VERSION, AnomalyConfig
 from kpistream.core.calendar import Calendar
 from kpistream.core.expr import FieldType
 from kpistream.core.notify.model import Silence
@@ -113,8 +113,9 @@ class Kpi:
 
     @property
     def anomaly_signature(self) -> str:
-        """A hash of what the KPI's anomaly models depend on: a change starts fresh models."""
-        return _digest(self.signature, self.anomaly)
+        """A hash of what the KPI's anomaly models depend on (its definition, its options, the
+        models' version): a change starts fresh models."""
+        return _digest(self.signature, self.anomaly, MODEL_VERSION)
 
     @property
     def derived(self) -> bool:

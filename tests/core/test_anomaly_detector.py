@@ -9,6 +9,7 @@ import random
 import pytest
 
 from kpistream.core.anomaly import SHIFT_WINDOWS, AnomalyConfig, Judgement, SeriesDetector
+from kpistream.core.demo_events import seasonality
 
 WINDOW = 600_000  # 10-minute windows: 144 per day keeps the tests fast
 PER_DAY = 86_400_000 // WINDOW
@@ -194,3 +195,51 @@ def test_windows_between_recurring_incidents_are_not_flagged() -> None:
     flagged = anomalies(run(values))
     assert starts[0] in flagged
     assert set(flagged) <= {k + d for k in starts for d in (0, 1)}
+
+
+def test_a_slow_ramp_never_leaves_a_band_of_zero_width() -> None:
+    """A ramp the EW level lags behind keeps the 15- and 60-window surprises at their
+    records; the band they leave is still at least ``NARROWEST`` scales on each side (it
+    used to reach zero width, which any noise leaves)."""
+    rng = random.Random(3)
+    values = [100 + max(0, k - 600) * 0.5 + rng.gauss(0.0, 5.0) for k in range(1200)]
+    widths = [j.upper - j.lower for j in run(values) if j.upper is not None]
+    assert min(widths) > 1.0
+
+
+def test_a_day_of_demo_traffic_teaches_the_daily_shape() -> None:
+    """Minute counts following the demo's daily curve (8x from trough to peak) with Poisson
+    noise: after one day the daily profile, learnt from the values and centred, predicts
+    within the noise, so a channel dropping to 0 at 02:00 or 15:00 is caught on days 2
+    and 3, and little else is flagged. When the profile learnt what a fast level left over,
+    it modelled that level's lag: the outage at 04:00 passed and ramps were flagged."""
+    minute, per_day = 60_000, 1440
+    rng = random.Random(5)
+    values = []
+    for k in range(3 * per_day):
+        mean = 1000 * seasonality(int((k + 0.5) * minute) - 8 * 3_600_000)
+        values.append(max(0.0, rng.gauss(mean, math.sqrt(mean))))
+    outages = [day * per_day + hour * 60 for day, hours in ((1, (2, 4, 7, 15, 21)), (2, (3, 5)))
+               for hour in hours]
+    for k in outages:
+        values[k] = 0.0
+    detector = SeriesDetector(AnomalyConfig(window_ms=minute))
+    flagged = {k for k, value in enumerate(values)
+               if detector.observe((k + 1) * minute, value).is_anomaly}
+    assert [k for k in outages if k not in flagged] == []
+    assert len({k for k in flagged if k >= per_day} - set(outages)) < 5
+
+
+def test_spikes_up_do_not_hide_a_drop() -> None:
+    """A sum with rare big items spikes up by 9 noise sd every 50 windows; the spikes are
+    its upper tail, not its lower one, so a drop of 8 sd is still caught (each side of the
+    band keeps its own one-window record; with one record for both, the spikes raised it
+    and both drops passed)."""
+    values = noisy(1500, noise=5.0)
+    for k in range(300, 1400, 50):
+        values[k] += 45.0
+    drops = [1425, 1475]
+    for k in drops:
+        values[k] -= 40.0
+    flagged = anomalies(run(values))
+    assert all(k in flagged for k in drops)

@@ -5,7 +5,8 @@ The model ("seasonal-ewm") composes River statistics and small arrays:
 
 - *expected value*: an exponentially weighted level plus, when it predicts better, a
   daily or weekly profile (``array('d')`` of coarse bins, linearly interpolated), picked
-  automatically by comparing the candidates' smoothed absolute errors;
+  automatically by comparing the candidates' smoothed absolute errors once a profile has
+  seen a whole period and judged a window per bin;
 - *scale*: ``river.stats.EWMean`` of the absolute residual (mean absolute deviation; it
   grows after a burst, which makes the detector less jumpy right after an incident);
 - *surprise*: the residual in scales (raw score) and its mean over the last
@@ -15,9 +16,11 @@ The model ("seasonal-ewm") composes River statistics and small arrays:
   record: a stationary series then breaks a record only on the order of once per
   ``MEMORY`` windows per surprise whatever its noise distribution (heavy tails
   included), while any change larger than what the series has done recently is
-  caught. Sensitivity scales the records (low x1.25, medium x1, high x0.8);
-- *band*: the values at which a surprise would reach its record, so ``is_anomaly`` is
-  exactly "value outside the band".
+  caught. The one-window record is kept per side (below and above the expected value):
+  a sum's rare big orders are its upper tail and do not hide a drop. Sensitivity scales
+  the records (low x1.25, medium x1, high x0.8);
+- *band*: the values at which a surprise would reach its record on that side, so
+  ``is_anomaly`` is exactly "value outside the band" (which need not be symmetric).
 
 Robustness: the level learns from values clipped to ``min(band, LEVEL_CLIP scales)`` (an
 anomaly does not teach the model it is normal). During warm-up, when there is no band yet,
@@ -60,11 +63,14 @@ from zoneinfo import ZoneInfo
 
 from river import stats
 
-__all__ = ["SHIFT_WINDOWS", "AnomalyConfig", "Judgement", "SeriesDetector"]
+__all__ = ["MODEL_VERSION", "SHIFT_WINDOWS", "AnomalyConfig", "Judgement", "SeriesDetector"]
 
 DAY_MS = 86_400_000
 WEEK_MS = 7 * DAY_MS
 MODEL_NAME = "seasonal-ewm"
+#: version of the models' state; it is part of a KPI's anomaly signature, so checkpointed
+#: models of another version are not restored (the series start fresh models)
+MODEL_VERSION = 2
 
 #: surprise horizons in windows: one window, and the mean of the last ones
 HORIZONS = (1, 15, 60)
@@ -98,6 +104,12 @@ EXTREME = 3.0
 #: a run whose every value is at most this share of the expected value is an outage (a
 #: region losing most of its orders): it teaches neither the records nor the scale
 OUTAGE_SHARE = 0.3
+#: the longer horizons narrow the band to no less than this many scales on each side: a slow
+#: drift keeps their means at their records, and at zero width any noise left the band
+#: (NAB dev 63.59 at 0.5, 64.38 at 1, 64.06 at 1.5; false alerts on a demo day 3, 1, 3)
+NARROWEST = 1.0
+#: the half widths (below, above) while warming up: no band
+UNBOUNDED = (math.inf, math.inf)
 #: sensitivity -> factor applied to the records
 SENSITIVITY = {"low": 1.25, "medium": 1.0, "high": 0.8}
 #: the level moves at most this many scales towards a value in one window
@@ -141,15 +153,20 @@ class Judgement:
 class _Candidate:
     """Level plus an optional seasonal profile of one period (``period_ms`` 0 = none).
 
-    A profile bin learns as a running mean of its first visits, then exponentially with
+    During the first period each bin learns the mean of the values themselves; then the
+    profile is centred (each bin's offset from the period's mean, which becomes the level).
+    Learning what a level that moves every window leaves over instead gave a profile of
+    that level's lag, not of the season: a demo channel's visits were predicted no better
+    by the day's profile than by the level alone. From then on a bin learns as a running
+    mean of its visits' residuals, then exponentially with
     a time constant of ``PROFILE_PERIODS`` periods, so a weekly profile is usable after
     one week instead of three. Its error, which decides whether it is used, is a
     running mean from the moment it has seen a whole period, then an EW mean over about
     a week (so that daily and weekly profiles are compared over whole weeks).
     """
 
-    __slots__ = ("bins", "error", "error_alpha", "errors", "first_ms", "level", "period_ms",
-                 "profile", "profile_alpha", "visits")
+    __slots__ = ("bins", "centred", "error", "error_alpha", "errors", "first_ms", "level",
+                 "period_ms", "profile", "profile_alpha", "visits")
 
     def __init__(self, period_ms: int, window_ms: int) -> None:
         self.period_ms = period_ms
@@ -158,6 +175,7 @@ class _Candidate:
         self.errors = 0
         self.error_alpha = min(SELECT_ALPHA, window_ms / WEEK_MS)
         self.first_ms = -1
+        self.centred = not period_ms
         if period_ms:
             self.bins = max(2, min(period_ms // window_ms, 48 * math.ceil(period_ms / DAY_MS)))
             self.profile = array("d", bytes(8 * self.bins))
@@ -181,8 +199,8 @@ class _Candidate:
         return low % self.bins, (low + 1) % self.bins, x - low
 
     def season(self, local_ms: int) -> float:
-        """Seasonal offset at ``local_ms`` (0 without season)."""
-        if not self.period_ms:
+        """Seasonal offset at ``local_ms`` (0 without season or before its first period)."""
+        if not (self.period_ms and self.centred):
             return 0.0
         a, b, w = self._position(local_ms)
         return self.profile[a] * (1.0 - w) + self.profile[b] * w
@@ -198,6 +216,11 @@ class _Candidate:
         if math.isnan(self.level):
             self.level = value
             return
+        if not self.centred:
+            if not self.ready(end_ms):
+                self._learn_first(local_ms, value)
+                return
+            self._centre()
         season = self.season(local_ms)
         if self.ready(end_ms):
             self.errors += 1
@@ -209,6 +232,24 @@ class _Candidate:
             a, b, w = self._position(local_ms)
             self._learn_bin(a, 1.0 - w, gap)
             self._learn_bin(b, w, gap)
+
+    def _learn_first(self, local_ms: int, value: float) -> None:
+        """First period: each bin learns the running mean of the values themselves (the fast
+        level would absorb the seasonal shape if the bins learnt what it leaves over)."""
+        self.level += LEVEL_ALPHA * (value - self.level)
+        a, b, w = self._position(local_ms)
+        self._learn_bin(a, 1.0 - w, value - self.profile[a])
+        self._learn_bin(b, w, value - self.profile[b])
+
+    def _centre(self) -> None:
+        """After the first period: the profile becomes each bin's offset from the period's
+        mean, and the level that mean (bins never visited get no offset)."""
+        total = sum(self.visits)
+        mean = sum(v * p for v, p in zip(self.visits, self.profile, strict=True)) / total
+        for i, visits in enumerate(self.visits):
+            self.profile[i] = self.profile[i] - mean if visits > 0 else 0.0
+        self.level = mean
+        self.centred = True
 
     def _learn_bin(self, index: int, weight: float, gap: float) -> None:
         """Move one bin by its share ``weight`` of ``gap``: running mean, then EW."""
@@ -237,7 +278,8 @@ class SeriesDetector:
         self.scale = stats.EWMean(SCALE_ALPHA)
         self.scale_updates = 0
         self.recent = array("d", bytes(8 * max(HORIZONS)))
-        self.records = array("d", bytes(8 * len(HORIZONS)))
+        #: per side (0 below the expected value, 1 above), the record of each horizon
+        self.records = array("d", bytes(16 * len(HORIZONS)))
         self.decay = 0.5 ** (1.0 / MEMORY)
         self.seen = 0
         self.tolerance = 1.0
@@ -253,7 +295,6 @@ class SeriesDetector:
         return state
 
     def __setstate__(self, state: dict) -> None:
-        state.setdefault("run_outage", True)  # checkpoints from before outages were told
         vars(self).update(state)
         if self.config.timezone != "UTC":
             self._tz = ZoneInfo(self.config.timezone)
@@ -272,11 +313,11 @@ model='seasonal-ewm')
         model = self._best(end_ms)
         if math.isnan(model.level):
             if learn:
-                self._learn(end_ms, local_ms, value, value, math.inf)
+                self._learn(end_ms, local_ms, value, value, UNBOUNDED)
             return Judgement(None, None, None, 0.0, False, MODEL_NAME)
         expected = model.predict(local_ms)
         warm = self.seen >= self.warmup
-        half = self._half_width(expected) if warm else math.inf
+        half = self._half_widths(expected) if warm else UNBOUNDED
         if learn:
             self._learn(end_ms, local_ms, value, expected, half)
         if not warm:
@@ -300,7 +341,7 @@ model='seasonal-ewm')
         residual = value - expected
         self._update_scale(abs(residual))
         self._update_records(self._push(self._directed(residual) / (
-            self._scale(expected) * self.tolerance)), 1)
+            self._scale(expected) * self.tolerance)), 1, _side(residual))
         for cand in self.candidates:
             cand.learn(end_ms, local_ms, value)
         self.tolerance = min(MAX_TOLERANCE, self.tolerance * ACCEPT_FACTOR)
@@ -319,8 +360,8 @@ model='seasonal-ewm')
         """The candidate with the smallest smoothed error among those ready."""
         best = self.candidates[0]
         for cand in self.candidates[1:]:
-            if not cand.ready(end_ms):
-                continue
+            if not cand.ready(end_ms) or cand.errors < cand.bins:
+                continue  # its error means little before a period and a window per bin
             if not best.ready(end_ms) or cand.error < SELECT_MARGIN * best.error:
                 best = cand
         return best
@@ -335,21 +376,31 @@ model='seasonal-ewm')
         weight = 1.0 - (1.0 - SCALE_ALPHA) ** max(self.scale_updates - 1, 1)
         return max(self.scale.get() / weight, 1e-9 * (abs(expected) + 1.0))
 
-    def _half_width(self, expected: float) -> float:
-        """Half width of the band: the residual at which a surprise reaches its record.
+    def _half_widths(self, expected: float) -> tuple[float, float]:
+        """Half widths of the band below and above ``expected``: the residuals at which a
+        surprise reaches its record on that side.
 
         For the mean over ``h`` windows the current raw score must reach
-        ``h * record - (sum of the previous h - 1 raw scores)``.
+        ``h * record - (sum of the previous h - 1 raw scores)``, but no less than
+        ``NARROWEST``.
         """
         scale = self._scale(expected) * self.tolerance
+        return scale * self._limit(0), scale * self._limit(1)
+
+    def _limit(self, side: int) -> float:
+        """Half width on one side, in scales."""
         limit = math.inf
         for k, horizon in enumerate(HORIZONS):
-            record = self.factor * max(_floor(horizon), self.records[k])
+            record = self.factor * max(_floor(horizon), self._record(side, k))
             if horizon == 1:
                 limit = min(limit, record)
             else:
-                limit = min(limit, max(0.0, horizon * record - self._previous(horizon)))
-        return scale * limit
+                limit = min(limit, max(NARROWEST, horizon * record - self._previous(horizon)))
+        return limit
+
+    def _record(self, side: int, k: int) -> float:
+        """The record of horizon ``HORIZONS[k]`` on one side."""
+        return self.records[side * len(HORIZONS) + k]
 
     def _previous(self, horizon: int) -> float:
         """Sum of the capped raw scores of the previous ``horizon - 1`` windows; those of a
@@ -359,16 +410,17 @@ model='seasonal-ewm')
         return sum(1.0 if j <= outage else self.recent[(self.seen - j) % size]
                    for j in range(1, horizon))
 
-    def _judge(self, expected: float, half: float, value: float) -> Judgement:
+    def _judge(self, expected: float, half: tuple[float, float], value: float) -> Judgement:
         """Band, score and verdict for ``value``; direction decides which side counts.
 
-        The score is ``d / (1 + d)`` with ``d`` = deviation / half width: 0.5 at the
-        band's edge, towards 1 far outside.
+        The score is ``d / (1 + d)`` with ``d`` = deviation / half width on its side: 0.5
+        at the band's edge, towards 1 far outside.
         """
-        dev = self._directed(value - expected)
-        ratio = dev / half if half > 0 else (math.inf if dev > 0 else 1.0)
+        residual = value - expected
+        dev, width = self._directed(residual), half[_side(residual)]
+        ratio = dev / width if width > 0 else (math.inf if dev > 0 else 1.0)
         score = 1.0 if math.isinf(ratio) else ratio / (1.0 + ratio)
-        return Judgement(expected, expected - half, expected + half, score, dev > half,
+        return Judgement(expected, expected - half[0], expected + half[1], score, dev > width,
                          MODEL_NAME)
 
     def _directed(self, residual: float) -> float:
@@ -382,9 +434,8 @@ model='seasonal-ewm')
 
     # ------------------------------------------------------------------ learning
 
-    def _learn(
-        self, end_ms: int, local_ms: int, value: float, expected: float, half: float
-    ) -> None:
+    def _learn(self, end_ms: int, local_ms: int, value: float, expected: float,
+               half: tuple[float, float]) -> None:
         """Learn one window: surprises, records and scale, then every candidate's level.
 
         A value beyond ``min(band, LEVEL_CLIP scales)`` starts or extends a run: the level
@@ -393,14 +444,15 @@ model='seasonal-ewm')
         """
         scale = self._scale(expected)
         residual = value - expected
+        side = _side(residual)
         surprises = self._push(self._directed(residual) / (scale * self.tolerance))
-        limit = min(half, LEVEL_CLIP * scale)
-        if math.isinf(half):
-            self._learn_warming(abs(residual), surprises, scale)
+        limit = min(half[side], LEVEL_CLIP * scale)
+        if math.isinf(half[side]):
+            self._learn_warming(abs(residual), surprises, scale, side)
             target = expected + max(-limit, min(limit, residual))
-        elif abs(residual) <= half:
+        elif abs(residual) <= half[side]:
             self._close_run()
-            self._update_records(surprises, 1)
+            self._update_records(surprises, 1, side)
             self._update_scale(abs(residual))
             target = expected + max(-limit, min(limit, residual))
         else:
@@ -409,7 +461,7 @@ model='seasonal-ewm')
             cand.learn(end_ms, local_ms, target)
 
     def _learn_warming(
-        self, deviation: float, surprises: list[float] | None, scale: float
+        self, deviation: float, surprises: list[float] | None, scale: float, side: int
     ) -> None:
         """Records and scale during warm-up, with the narrowest band as a provisional one.
 
@@ -422,7 +474,7 @@ model='seasonal-ewm')
         if self.scale_updates >= ROBUST_AFTER and deviation > bound:
             self._update_scale(bound)
             return
-        self._update_records(surprises, 1)
+        self._update_records(surprises, 1, side)
         self._update_scale(deviation)
 
     def _update_scale(self, deviation: float) -> None:
@@ -441,13 +493,18 @@ model='seasonal-ewm')
                 sum(self.recent[(self.seen - j) % size] for j in range(1, horizon + 1)) / horizon
                 for horizon in HORIZONS]
 
-    def _update_records(self, surprises: list[float] | None, windows: int) -> None:
-        """Fade the records over ``windows`` and raise them to ``surprises``."""
+    def _update_records(self, surprises: list[float] | None, windows: int, side: int) -> None:
+        """Fade the records over ``windows`` and raise them to ``surprises``: the one-window
+        record of ``side`` only (a series' spikes and its drops have tails of their own,
+        such as a sum's rare big orders), the longer horizons' on both sides."""
         if surprises is None:
             return
         fade = self.decay ** windows
+        size = len(HORIZONS)
         for k, surprise in enumerate(surprises):
-            self.records[k] = max(surprise, self.records[k] * fade)
+            for s in (side,) if HORIZONS[k] == 1 else (0, 1):
+                i = s * size + k
+                self.records[i] = max(surprise, self.records[i] * fade)
 
     def _extend_run(
         self, residual: float, surprises: list[float] | None, expected: float, limit: float
@@ -486,11 +543,13 @@ model='seasonal-ewm')
         if self.run_residuals and not self.run_outage:
             for residual in self.run_residuals:
                 self._update_scale(abs(residual))
+            side = _side(self.run_side)
+            records = [self._record(side, k) for k in range(len(HORIZONS))]
             peaks = [peak if peak <= EXTREME * max(record, _floor(horizon))
                      else max(record, _floor(horizon))
-                     for peak, record, horizon in zip(self.run_peaks, self.records, HORIZONS,
+                     for peak, record, horizon in zip(self.run_peaks, records, HORIZONS,
                                                       strict=True)] if self.run_peaks else None
-            self._update_records(peaks, len(self.run_residuals))
+            self._update_records(peaks, len(self.run_residuals), side)
         self._forget_scores()
         self._forget_run()
 
@@ -510,6 +569,11 @@ model='seasonal-ewm')
         self.run_residuals = array("d")
         self.run_peaks = array("d")
         self.run_outage = True
+
+
+def _side(residual: float) -> int:
+    """Which side of the expected value a residual falls on: 0 below, 1 above (or on it)."""
+    return 1 if residual >= 0 else 0
 
 
 def _floor(horizon: int) -> float:

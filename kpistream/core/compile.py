@@ -353,7 +353,13 @@ def _check_derived(ordered: dict[str, Kpi], kpis, problems) -> None:
                 problems.append(kpis[kpi.name].problem("window", f'window differs from input '
                                                        f'"{name}"; a derived KPI has the same '
                                                        "window and hop as its inputs"))
-            if set(source.by) != set(kpi.by):
-                problems.append(kpis[kpi.name].problem(None, f"by {list(kpi.by)} differs from "
-                                                       f'input "{name}" by {list(source.by)}; '
-                                                       "a derived KPI has its inputs' dimensions"))
+            if not set(source.by) <= set(kpi.by):
+                problems.append(kpis[kpi.name].problem(
+                    None, f'input "{name}" has dimensions {list(source.by)} beyond by '
+                    f"{list(kpi.by)}; a derived KPI's inputs have its dimensions or fewer "
+                    "(a total beside its parts)"))
+        known = [ordered[n] for n in kpi.inputs if n in ordered]
+        if kpi.inputs and known and not any(set(k.by) == set(kpi.by) for k in known):
+            problems.append(kpis[kpi.name].problem(None, f"no input has every dimension of by "
+                                                   f"{list(kpi.by)}; a derived KPI's series "
+                                                   "are those of an input with all of them"))

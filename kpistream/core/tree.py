@@ -62,9 +62,9 @@ def parts_of(rules: RuleSet, kpi: Kpi) -> tuple[Kpi, ...]:
 def part_series(parent: Kpi, part: Kpi, labels: Mapping[str, str],
                 keys: Iterable[SeriesKey]) -> list[tuple[str, SeriesKey]]:
     """A part's series (among ``keys``) under the parent's series (``labels`` by field),
-    each with the name it is shown by: the part's name when it has the parent's dimensions,
-    else its extra label values (``region=east``)."""
-    if set(part.by) == set(parent.by):
+    each with the name it is shown by: the part's name when it has the parent's dimensions
+    or fewer (a total beside its parts), else its extra label values (``region=east``)."""
+    if set(part.by) <= set(parent.by):
         key = tuple(labels[f] for f in part.by)
         return [(part.name, key)] if key in keys else []
     extra = [f for f in part.by if f not in labels]

@@ -66,6 +66,16 @@ def test_a_derived_kpi_waits_for_inputs_from_both_sources():
     assert last == {("paid", t + 2 * MIN): {("x",): 1.0}, ("rate", t + 2 * MIN): {}}
 
 
+def test_a_share_of_a_total_reads_the_total_in_every_part():
+    e = engine("  - {name: gmv, source: a, agg: sum(x), by: [r], window: 1m, lateness: 0s}\n"
+               "  - {name: total, source: a, agg: sum(x), window: 1m, lateness: 0s}\n"
+               "  - {name: share, expr: gmv / total, by: [r], window: 1m}")
+    t = ms("2024-01-01T10:00:00")
+    e.ingest("a", [ev(t, r="east", x=30), ev(t + 1, r="west", x=10), ev(t + MIN, r="x", x=1)])
+    shares = {w.end_ms: w.values for w in e.advance().windows if w.kpi == "share"}
+    assert shares == {t + MIN: {("east",): 0.75, ("west",): 0.25}}
+
+
 def test_a_silent_series_stops_being_reported_after_its_ttl():
     e = engine("  - {name: n, source: a, agg: count(), by: [r], window: 1m, lateness: 0s, "
                "series_ttl: 2m}")

@@ -69,6 +69,13 @@ def test_contract_example_is_checked_as_written(tmp_path):
      "  - {name: r, expr: a / 2, window: 5m}\n",
      ['r.yaml:4:36: kpi "r": window differs from input "a"; a derived KPI has the same window '
       "and hop as its inputs"]),
+    (SOURCE + "kpis:\n  - {name: a, source: orders, agg: count(), by: [r], window: 1m}\n"
+     "  - {name: t, source: orders, agg: count(), window: 1m}\n"
+     "  - {name: s, expr: t / t, by: [r], window: 1m}\n  - {name: u, expr: a / t, window: 1m}\n",
+     ['r.yaml:5:5: kpi "s": no input has every dimension of by [\'r\']; a derived KPI\'s series '
+      "are those of an input with all of them",
+      'r.yaml:6:5: kpi "u": input "a" has dimensions [\'r\'] beyond by []; a derived KPI\'s '
+      "inputs have its dimensions or fewer (a total beside its parts)"]),
     (SOURCE + "kpis:\n  - {name: a, source: orders, agg: count(), window: 1m}\n"
      "alerts:\n  - {name: x, kpi: a, when: valu < 3}\n",
      ['r.yaml:5:29: alert "x": when: unknown name "valu"; expected one of value '

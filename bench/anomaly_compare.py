@@ -12,9 +12,9 @@ standard profile). Last run (NAB dev, 33 files, one configuration each)::
     holt-winters-residual             41.7      39.8      36.8      22.7      39.1      57.7
     half-space-trees                  -1.9      28.8      36.0    -214.6      50.8      66.0
     snarimax-residual                  1.2      35.8      39.1     -78.2      29.3      -6.1
-    ewm+gauss-likelihood              51.6      45.2      60.5      56.1      58.0      49.7
-    seasonal-ewm records, no season   56.2      48.3      46.8      34.0      78.9      71.3
-    seasonal-ewm records (default)    64.4      51.7      76.7      52.9      83.6      72.1
+    ewm+gauss-likelihood              50.8      43.2      60.4      56.5      56.8      49.5
+    seasonal-ewm records, no season   57.3      51.6      47.6      34.4      79.6      70.8
+    seasonal-ewm records (default)    64.4      51.6      76.7      53.4      82.7      72.4
 """
 
 from __future__ import annotations

@@ -138,11 +138,10 @@ class GaussianLikelihood(SeriesDetector):
         self.history = stats.Var()
         self.recent = array("d", bytes(8 * self.SHORT))
 
-    def _half_width(self, expected: float) -> float:
-        """Residual at which the likelihood reaches its threshold."""
+    def _limit(self, side: int) -> float:
+        """Half width, in scales, at which the likelihood reaches its threshold (either side)."""
         needed = self.history.mean.get() + self.z * math.sqrt(max(self.history.get(), 1e-12))
-        limit = max(0.0, self.SHORT * needed - self._previous(self.SHORT))
-        return self._scale(expected) * self.tolerance * limit
+        return max(0.0, self.SHORT * needed - self._previous(self.SHORT))
 
     def _push(self, raw: float) -> None:
         """Feed the short window and the long-run distribution of its mean (no records)."""

@@ -328,8 +328,9 @@ model='seasonal-ewm')
         """Feedback "this was not an anomaly" on the window ending at ``end_ms``.
 
         Exactly: ``value`` is learnt as a normal point (level, seasonal profiles and
-        scale move towards it without clipping, its surprise enters the records so a
-        similar deviation no longer beats them), a pending run of out-of-band windows is
+        scale move towards it without clipping, its surprise enters the one-window record
+        of its side so a similar deviation no longer beats it; the window is not counted
+        again in the longer horizons), a pending run of out-of-band windows is
         closed (its deferred surprises and scale updates are applied, so it can no longer
         become a level shift), and every later band is widened by multiplying the
         series' tolerance by 1.2 (at most 3.0 in total; it is never reset).
@@ -340,8 +341,9 @@ model='seasonal-ewm')
         self._close_run()
         residual = value - expected
         self._update_scale(abs(residual))
-        self._update_records(self._push(self._directed(residual) / (
-            self._scale(expected) * self.tolerance)), 1, _side(residual))
+        surprise = self._directed(residual) / (self._scale(expected) * self.tolerance)
+        spike = _side(residual) * len(HORIZONS)  # HORIZONS[0] is the one-window horizon
+        self.records[spike] = max(self.records[spike], surprise)
         for cand in self.candidates:
             cand.learn(end_ms, local_ms, value)
         self.tolerance = min(MAX_TOLERANCE, self.tolerance * ACCEPT_FACTOR)

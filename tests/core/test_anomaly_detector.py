@@ -98,6 +98,16 @@ def test_gaps_in_a_seasonal_series_raise_nothing() -> None:
     assert anomalies(judgements) == []
 
 
+def test_a_series_back_after_a_silent_week_is_judged() -> None:
+    """One window, then nothing for eight days: the daily and weekly profiles have seen a
+    whole period without learning a bin; the series goes on (it used to divide by zero)."""
+    detector = SeriesDetector(AnomalyConfig(window_ms=60_000, warmup=3))
+    detector.observe(60_000, 5.0)
+    later = [detector.observe(8 * 86_400_000 + k * 60_000, 5.0 + k % 2) for k in range(1, 6)]
+    assert [j.is_anomaly for j in later] == [False] * 5
+    assert later[-1].expected is not None
+
+
 def test_zeros_are_ordinary_values() -> None:
     values = [0.0, 1.0] * 200 + [0.0] * 10 + [9.0]
     judgements = run(values)

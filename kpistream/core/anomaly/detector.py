@@ -243,12 +243,14 @@ class _Candidate:
 
     def _centre(self) -> None:
         """After the first period: the profile becomes each bin's offset from the period's
-        mean, and the level that mean (bins never visited get no offset)."""
+        mean, and the level that mean (bins never visited get no offset; a series silent for
+        the whole period keeps its level and a flat profile)."""
         total = sum(self.visits)
-        mean = sum(v * p for v, p in zip(self.visits, self.profile, strict=True)) / total
-        for i, visits in enumerate(self.visits):
-            self.profile[i] = self.profile[i] - mean if visits > 0 else 0.0
-        self.level = mean
+        if total > 0:
+            mean = sum(v * p for v, p in zip(self.visits, self.profile, strict=True)) / total
+            for i, visits in enumerate(self.visits):
+                self.profile[i] = self.profile[i] - mean if visits > 0 else 0.0
+            self.level = mean
         self.centred = True
 
     def _learn_bin(self, index: int, weight: float, gap: float) -> None:

@@ -138,8 +138,9 @@ class GaussianLikelihood(SeriesDetector):
         self.history = stats.Var()
         self.recent = array("d", bytes(8 * self.SHORT))
 
-    def _limit(self, side: int) -> float:
-        """Half width, in scales, at which the likelihood reaches its threshold (either side)."""
+    def _limit(self, side: int, previous: list[float]) -> float:
+        """Half width, in scales, at which the likelihood reaches its threshold (either side;
+        its own short window, not the production horizons' ``previous`` sums)."""
         needed = self.history.mean.get() + self.z * math.sqrt(max(self.history.get(), 1e-12))
         return max(0.0, self.SHORT * needed - self._previous(self.SHORT))
 

@@ -344,7 +344,7 @@ model='seasonal-ewm')
         residual = value - expected
         self._update_scale(abs(residual))
         surprise = self._directed(residual) / (self._scale(expected) * self.tolerance)
-        spike = _side(residual) * len(HORIZONS)  # HORIZONS[0] is the one-window horizon
+        spike = _at(_side(residual), 0)  # HORIZONS[0] is the one-window horizon
         self.records[spike] = max(self.records[spike], surprise)
         for cand in self.candidates:
             cand.learn(end_ms, local_ms, value)
@@ -389,22 +389,19 @@ model='seasonal-ewm')
         ``NARROWEST``.
         """
         scale = self._scale(expected) * self.tolerance
-        return scale * self._limit(0), scale * self._limit(1)
+        previous = [self._previous(horizon) for horizon in HORIZONS]  # shared by both sides
+        return scale * self._limit(0, previous), scale * self._limit(1, previous)
 
-    def _limit(self, side: int) -> float:
-        """Half width on one side, in scales."""
+    def _limit(self, side: int, previous: list[float]) -> float:
+        """Half width on one side, in scales, given each horizon's ``_previous`` sum."""
         limit = math.inf
         for k, horizon in enumerate(HORIZONS):
-            record = self.factor * max(_floor(horizon), self._record(side, k))
+            record = self.factor * max(_floor(horizon), self.records[_at(side, k)])
             if horizon == 1:
                 limit = min(limit, record)
             else:
-                limit = min(limit, max(NARROWEST, horizon * record - self._previous(horizon)))
+                limit = min(limit, max(NARROWEST, horizon * record - previous[k]))
         return limit
-
-    def _record(self, side: int, k: int) -> float:
-        """The record of horizon ``HORIZONS[k]`` on one side."""
-        return self.records[side * len(HORIZONS) + k]
 
     def _previous(self, horizon: int) -> float:
         """Sum of the capped raw scores of the previous ``horizon - 1`` windows; those of a
@@ -504,10 +501,9 @@ model='seasonal-ewm')
         if surprises is None:
             return
         fade = self.decay ** windows
-        size = len(HORIZONS)
         for k, surprise in enumerate(surprises):
             for s in (side,) if HORIZONS[k] == 1 else (0, 1):
-                i = s * size + k
+                i = _at(s, k)
                 self.records[i] = max(surprise, self.records[i] * fade)
 
     def _extend_run(
@@ -548,7 +544,7 @@ model='seasonal-ewm')
             for residual in self.run_residuals:
                 self._update_scale(abs(residual))
             side = _side(self.run_side)
-            records = [self._record(side, k) for k in range(len(HORIZONS))]
+            records = [self.records[_at(side, k)] for k in range(len(HORIZONS))]
             peaks = [peak if peak <= EXTREME * max(record, _floor(horizon))
                      else max(record, _floor(horizon))
                      for peak, record, horizon in zip(self.run_peaks, records, HORIZONS,
@@ -578,6 +574,12 @@ model='seasonal-ewm')
 def _side(residual: float) -> int:
     """Which side of the expected value a residual falls on: 0 below, 1 above (or on it)."""
     return 1 if residual >= 0 else 0
+
+
+def _at(side: int, k: int) -> int:
+    """Index in ``SeriesDetector.records`` of the record of horizon ``HORIZONS[k]`` on
+    ``side``."""
+    return side * len(HORIZONS) + k
 
 
 def _floor(horizon: int) -> float:

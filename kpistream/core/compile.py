@@ -359,7 +359,7 @@ def _check_derived(ordered: dict[str, Kpi], kpis, problems) -> None:
                     f"{list(kpi.by)}; a derived KPI's inputs have its dimensions or fewer "
                     "(a total beside its parts)"))
         known = [ordered[n] for n in kpi.inputs if n in ordered]
-        if kpi.inputs and known and not any(set(k.by) == set(kpi.by) for k in known):
+        if known and not any(set(k.by) == set(kpi.by) for k in known):
             problems.append(kpis[kpi.name].problem(None, f"no input has every dimension of by "
                                                    f"{list(kpi.by)}; a derived KPI's series "
                                                    "are those of an input with all of them"))

@@ -41,8 +41,8 @@ class WindowJoin:
         self.zero = frozenset(zero)
         full = {name for name, lab in input_labels.items() if set(lab) == set(labels)}
         #: per input with every dimension, where each joined label sits in its key
-        self.reorder = {name: tuple(input_labels[name].index(x) for x in labels)
-                        for name in self.inputs if name in full}
+        self.reorder = {name: tuple(lab.index(x) for x in labels)
+                        for name, lab in input_labels.items() if name in full}
         #: per input with fewer dimensions, where each of its labels sits in a joined key
         self.project = {name: tuple(labels.index(x) for x in lab)
                         for name, lab in input_labels.items() if name not in full}

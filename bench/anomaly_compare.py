@@ -13,8 +13,8 @@ standard profile). Last run (NAB dev, 33 files, one configuration each)::
     half-space-trees                  -1.9      28.8      36.0    -214.6      50.8      66.0
     snarimax-residual                  1.2      35.8      39.1     -78.2      29.3      -6.1
     ewm+gauss-likelihood              50.8      43.2      60.4      56.5      56.8      49.5
-    seasonal-ewm records, no season   57.3      51.6      47.6      34.4      79.6      70.8
-    seasonal-ewm records (default)    64.4      51.6      76.7      53.4      82.7      72.4
+    seasonal-ewm records, no season   59.2      54.1      50.0      25.5      84.1      77.7
+    seasonal-ewm records (default)    66.1      53.1      80.6      49.8      81.7      78.0
 """
 
 from __future__ import annotations

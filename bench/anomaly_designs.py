@@ -136,20 +136,28 @@ class GaussianLikelihood(SeriesDetector):
         super().__init__(config)
         self.z = z
         self.history = stats.Var()
-        self.recent = array("d", bytes(8 * self.SHORT))
+        self.short = array("d", bytes(8 * self.SHORT))
 
-    def _limit(self, side: int, previous: list[float]) -> float:
+    def _limit(self, side: int) -> float:
         """Half width, in scales, at which the likelihood reaches its threshold (either side;
-        its own short window, not the production horizons' ``previous`` sums)."""
+        its own short window of raw scores, not the production horizons)."""
         needed = self.history.mean.get() + self.z * math.sqrt(max(self.history.get(), 1e-12))
-        return max(0.0, self.SHORT * needed - self._previous(self.SHORT))
+        outage = len(self.run_residuals) if self.run_outage else 0
+        previous = sum(1.0 if j <= outage else self.short[(self.seen - j) % self.SHORT]
+                       for j in range(1, self.SHORT))
+        return max(0.0, self.SHORT * needed - previous)
 
-    def _push(self, raw: float) -> None:
+    def _push(self, raw: float, side: int) -> None:
         """Feed the short window and the long-run distribution of its mean (no records)."""
-        self.recent[self.seen % self.SHORT] = min(raw, RAW_CAP)
+        self.short[self.seen % self.SHORT] = min(raw, RAW_CAP)
         self.seen += 1
         if self.seen >= self.SHORT:
-            self.history.update(sum(self.recent) / self.SHORT)
+            self.history.update(sum(self.short) / self.SHORT)
+
+    def _forget_scores(self) -> None:
+        """A closed run's raw scores count as ordinary ones (1) in the short window."""
+        for j in range(2, len(self.run_residuals) + 2):
+            self.short[(self.seen - j) % self.SHORT] = 1.0
 
     def observe(self, end_ms: int, value: float, *, learn: bool = True) -> Judgement:
         """As the production detector, under its own model name."""

@@ -253,3 +253,20 @@ def test_spikes_up_do_not_hide_a_drop() -> None:
         values[k] -= 40.0
     flagged = anomalies(run(values))
     assert all(k in flagged for k in drops)
+
+
+def test_a_burst_above_does_not_narrow_the_band_below() -> None:
+    """Ten windows 2.5 sd above the expected value, then one 3 sd below: noise both ways,
+    not a shift, so the low window is not flagged (when the longer horizons mixed both
+    sides, the burst above narrowed the band below to one spread and flagged it). A drop of
+    3 sd that lasts is still caught by the longer horizons, though no window of it leaves
+    the one-window band."""
+    burst = noisy(1000, noise=5.0)
+    for k in range(600, 610):
+        burst[k] = 100.0 + 12.5
+    burst[610] = 100.0 - 15.0
+    assert 610 not in anomalies(run(burst))
+    drop = noisy(1000, noise=5.0)
+    for k in range(600, 630):
+        drop[k] = 100.0 - 15.0
+    assert any(600 <= k < 630 for k in anomalies(run(drop)))

@@ -38,12 +38,12 @@ scale (while it lasts, its raw scores count as ordinary ones in the longer horiz
 recurring outages are each caught. Once any run closes, its raw scores count as ordinary
 ones too: it has been alerted, and the windows after it are judged on their own, not
 flagged because an incident still weighs on the 15- and 60-window means. After
-``SHIFT_WINDOWS`` (12)
-consecutive windows outside the band on the same side, the levels jump by the run's
-mean residual: a persistent level shift is alerted for 12 windows and is the new normal
-from the 13th window on. Its surprises then enter the records, so the detector is less
-sensitive afterwards, fading with the records' half-life (``MEMORY`` windows). Shifts
-too small to leave the band are followed by the EW level (time constant 20 windows).
+``SHIFT_WINDOWS`` (12) consecutive windows outside the band on the same side, the levels
+jump by the run's mean residual: a persistent level shift is alerted for 12 windows and is
+the new normal from the 13th window on. Its surprises then enter the records, so the
+detector is less sensitive afterwards, fading with the records' half-life (``MEMORY``
+windows). Shifts too small to leave the band are followed by the EW level (time constant
+20 windows).
 Gaps are harmless (the seasonal phase comes from the timestamp); zeros are ordinary
 values (the model is additive, no division by the value).
 
@@ -521,9 +521,9 @@ model='seasonal-ewm')
                 for horizon in HORIZONS]
 
     def _update_records(self, surprises: list[float] | None, windows: int, side: int) -> None:
-        """Fade the records over ``windows`` and raise those of ``side`` to ``surprises`` (a
+        """Fade ``side``'s records over ``windows`` and raise them to ``surprises`` (a
         series' spikes and its drops have tails of their own, such as a sum's rare big
-        orders)."""
+        orders; the other side's records are left as they are)."""
         if surprises is None:
             return
         fade = self.decay ** windows

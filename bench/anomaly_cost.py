@@ -37,11 +37,12 @@ def value(series: int, k: int) -> float:
     return 100.0 + 20.0 * math.sin(k * 2 * math.pi / 1440 + series) + (k * 7919 % 13) * 0.3
 
 
-def build(series: int, windows: int) -> tuple[list[SeriesDetector], float]:
+def build(series: int, windows: int, noise: str) -> tuple[list[SeriesDetector], float]:
     """Warmed detectors and the bytes they hold (tracemalloc)."""
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    detectors = [SeriesDetector(AnomalyConfig(window_ms=WINDOW_MS)) for _ in range(series)]
+    config = AnomalyConfig(window_ms=WINDOW_MS, noise=noise)
+    detectors = [SeriesDetector(config) for _ in range(series)]
     for k in range(windows):
         end = (k + 1) * WINDOW_MS
         for s, detector in enumerate(detectors):
@@ -67,14 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", type=int, default=DEFAULT_WARMUP + 10,
                         help="warm-up windows per series before timing")
     parser.add_argument("--timed", type=int, default=20, help="timed windows per series")
+    parser.add_argument("--noise", default="constant", choices=["constant", "poisson"])
     args = parser.parse_args(argv)
-    detectors, held = build(args.series, args.windows)
+    detectors, held = build(args.series, args.windows, args.noise)
     per_series = held / args.series
     us = time_observe(detectors, args.windows, args.timed)
     checkpoint = len(pickle.dumps(detectors[0]))
     total_mb = per_series * 10_000 / 1e6
     core = us * 10_000 / 60e6
-    print(f"series: {args.series}, warm-up {args.windows} windows, timed {args.timed} windows")
+    print(f"series: {args.series} (noise {args.noise}), warm-up {args.windows} windows, "
+          f"timed {args.timed} windows")
     print(f"memory: {per_series / 1024:.1f} KiB per series -> {total_mb:.0f} MB for 10,000 "
           f"series (goal < {GOAL_MB:.0f} MB)")
     print(f"time:   {us:.1f} µs per observe -> {core:.1%} of one core for 10,000 series at "

@@ -89,9 +89,10 @@ def make_case(kind: str, seed: int) -> Case:
     return Case(kind, values, start, end)
 
 
-def alerts(case: Case, sensitivity: str) -> list[int]:
+def alerts(case: Case, sensitivity: str, noise: str) -> list[int]:
     """Windows where the detector's alert goes to firing."""
-    detector = SeriesDetector(AnomalyConfig(sensitivity=sensitivity, window_ms=WINDOW_MS))
+    detector = SeriesDetector(AnomalyConfig(sensitivity=sensitivity, window_ms=WINDOW_MS,
+                                            noise=noise))
     fired, before = [], False
     for k, value in enumerate(case.values):
         now = detector.observe(START_MS + (k + 1) * WINDOW_MS, value).is_anomaly
@@ -101,12 +102,12 @@ def alerts(case: Case, sensitivity: str) -> list[int]:
     return fired
 
 
-def evaluate(kind: str, series: int, sensitivity: str) -> dict[str, float]:
+def evaluate(kind: str, series: int, sensitivity: str, noise: str) -> dict[str, float]:
     """Detection rate, median delay and false alerts per series-week for one kind."""
     detected, delays, false_alerts = 0, [], 0
     for seed in range(series):
         case = make_case(kind, seed)
-        fired = alerts(case, sensitivity)
+        fired = alerts(case, sensitivity, noise)
         hits = [k for k in fired if case.start <= k <= case.end + GRACE] if kind != "none" else []
         if hits:
             detected += 1
@@ -124,13 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=10, help="series per kind")
     parser.add_argument("--sensitivity", default="medium", choices=["low", "medium", "high"])
+    parser.add_argument("--noise", default="constant", choices=["constant", "poisson"],
+                        help="the detector's noise model (the series' noise is Gaussian with a "
+                             "constant spread: poisson measures a mismatched model)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     print(f"{args.series} series per kind, {WEEKS} weeks of 5-minute windows, "
-          f"sensitivity {args.sensitivity}")
+          f"sensitivity {args.sensitivity}, noise {args.noise}")
     print(f"{'kind':12} {'detected':>8} {'delay':>6} {'FP/series/week':>15}")
     for kind in KINDS:
-        r = evaluate(kind, args.series, args.sensitivity)
+        r = evaluate(kind, args.series, args.sensitivity, args.noise)
         rate = "-" if math.isnan(r["rate"]) else f"{r['rate']:.0%}"
         delay = "-" if math.isnan(r["delay"]) else f"{r['delay']:.0f}"
         print(f"{kind:12} {rate:>8} {delay:>6} {r['fp_week']:15.2f}")

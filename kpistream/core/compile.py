@@ -27,6 +27,7 @@ from kpistream.core.durations import format_duration
 from kpistream.core.hints import did_you_mean
 from kpistream.core.known_events import CALENDARS, calendar_ranges
 from kpistream.core.ruleset import Digest, Kpi, RuleSet, Source, Target, label_name
+from kpistream.core.spec import KpiSpec
 from kpistream.errors import Problem
 
 __all__ = ["RESERVED_LABELS", "compile_rules"]
@@ -122,8 +123,7 @@ def _targets(item, problems: list[Problem]) -> tuple[Target, ...]:
     spec = item.spec
     if not spec.targets:
         return ()
-    agg = spec.agg.split("(")[0].strip() if spec.agg else None
-    if agg not in ("count", "sum"):
+    if not _additive(spec):
         problems.append(item.problem("targets", "targets need a KPI aggregated with count() or "
                                      "sum(): a period's value is the sum of its windows; put "
                                      "the target on the KPIs a formula reads"))
@@ -221,6 +221,16 @@ def _compile_digest(item: Located, kpis, owners, problems: list[Problem]) -> Dig
                   tuple(spec.notify), spec.language, spec.top)
 
 
+def _additive(spec: KpiSpec) -> bool:
+    """Whether the KPI aggregates with ``count()`` or ``sum()``: its windows add up to a
+    period's value, and its noise grows with the square root of its number of events.
+
+    >>> _additive(KpiSpec(name="a", source="s", agg="sum(amount)", window="1m"))
+    True
+    """
+    return bool(spec.agg) and spec.agg.split("(")[0].strip() in ("count", "sum")
+
+
 def _anomaly(item, timezone: str, problems: list[Problem]) -> dict:
     """``anomaly:`` as the Kpi fields ``anomaly`` (model options) and ``anomaly_exclude``."""
     spec = item.spec.anomaly
@@ -231,9 +241,12 @@ def _anomaly(item, timezone: str, problems: list[Problem]) -> dict:
             problems.append(item.problem("anomaly", f"seasonality {format_duration(period)} "
                                          "spans fewer than 4 windows of this KPI; use a "
                                          "longer period or a shorter window"))
+    noise = spec.noise
+    if noise == "auto":
+        noise = "poisson" if _additive(item.spec) else "constant"
     config = AnomalyConfig(
         sensitivity=spec.sensitivity, direction=spec.direction, warmup=spec.warmup,
-        seasonality=seasonality, timezone=timezone, window_ms=step)
+        seasonality=seasonality, timezone=timezone, window_ms=step, noise=noise)
     exclude: list[tuple[int, int]] = []
     for i, entry in enumerate(spec.exclude):
         where = (*item.loc, "anomaly", "exclude", i)

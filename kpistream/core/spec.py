@@ -81,6 +81,9 @@ class AnomalySpec(_Spec):
 
     ``exclude`` lists time ranges or the names of built-in calendars (``cn_holidays``,
     ``cn_shopping_festivals``) whose windows are neither learned from nor flagged.
+    ``noise`` says how the spread follows the level: ``poisson`` (it grows with the
+    square root of the expected value, as a count's or a sum of amounts' does),
+    ``constant``, or ``auto``: ``poisson`` for ``count()`` and ``sum()``, else ``constant``.
     """
 
     sensitivity: Literal["low", "medium", "high"] = "medium"
@@ -88,6 +91,7 @@ class AnomalySpec(_Spec):
     warmup: int | None = Field(default=None, ge=1, le=100_000)
     seasonality: Literal["auto", "none"] | DurationMs | list[DurationMs] = "auto"
     exclude: list[ExcludeSpec | str] = Field(default_factory=list)
+    noise: Literal["auto", "poisson", "constant"] = "auto"
 
 
 class TargetSpec(_Spec):

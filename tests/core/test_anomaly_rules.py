@@ -222,3 +222,22 @@ def test_a_season_shorter_than_four_windows_is_refused():
     assert str(e.value.problems[0]) == (
         'rules.yaml:5:15: kpi "load": seasonality 15m spans fewer than 4 windows of '
         "this KPI; use a longer period or a shorter window")
+
+
+@pytest.mark.parametrize(("agg", "anomaly", "noise"), [
+    ("count()", "{}", "poisson"), ("sum(x)", "{}", "poisson"), ("avg(x)", "{}", "constant"),
+    ("max(x)", "{}", "constant"), ("sum(x)", "{noise: constant}", "constant"),
+    ("avg(x)", "{noise: poisson}", "poisson")])
+def test_noise_follows_the_aggregate_unless_set(agg, anomaly, noise):
+    text = RULES.replace("avg(x)", agg).replace("ANOMALY", anomaly)
+    assert load_rules_text(text).kpis["load"].anomaly.noise == noise
+
+
+def test_a_formula_has_constant_noise():
+    text = """
+sources: [{name: m, topic: t, partitions: 1}]
+kpis:
+  - {name: hits, source: m, agg: count(), window: 5m}
+  - {name: half, expr: hits / 2, window: 5m, anomaly: {}}
+"""
+    assert load_rules_text(text).kpis["half"].anomaly.noise == "constant"

@@ -8,7 +8,12 @@ The model ("seasonal-ewm") composes River statistics and small arrays:
   automatically by comparing the candidates' smoothed absolute errors once a profile has
   seen a whole period and judged a window per bin;
 - *scale*: ``river.stats.EWMean`` of the absolute residual (mean absolute deviation; it
-  grows after a burst, which makes the detector less jumpy right after an incident);
+  grows after a burst, which makes the detector less jumpy right after an incident). With
+  ``noise: poisson`` (chosen for ``count()`` and ``sum()`` KPIs) residuals are measured in
+  units of ``sqrt(expected / level)``: the spread of a count or of a sum of amounts grows
+  with the square root of its number of events, so a band at the 04:00 trough is narrower
+  than at the 21:00 peak. With one spread for the whole day, a demo channel's visits at
+  night sat inside a band wider than their level, and a channel's outage then was missed;
 - *surprise*: the residual in scales (raw score) and, on its side of the expected value,
   the mean over the last ``HORIZONS`` windows of that side's raw scores (0 for a window on
   the other side), to catch runs of moderate deviations as Numenta's anomaly likelihood
@@ -74,7 +79,7 @@ WEEK_MS = 7 * DAY_MS
 MODEL_NAME = "seasonal-ewm"
 #: version of the models' state; it is part of a KPI's anomaly signature, so checkpointed
 #: models of another version are not restored (the series start fresh models)
-MODEL_VERSION = 3
+MODEL_VERSION = 4
 
 #: surprise horizons in windows: one window, and the mean of the last ones
 HORIZONS = (1, 15, 60)
@@ -121,6 +126,10 @@ OUTAGE_SHARE = 0.3
 #: drift keeps their means at their records, and at zero width any noise left the band
 #: (NAB dev 63.59 at 0.5, 64.38 at 1, 64.06 at 1.5; false alerts on a demo day 3, 1, 3)
 NARROWEST = 1.0
+#: with ``noise: poisson``, the spread at an expected value e is the scale times
+#: sqrt(e / level), the level being the candidate's mean over its period; the ratio is floored
+#: here so that a season falling to 0 keeps a band
+UNIT_FLOOR = 0.01
 #: the half widths (below, above) while warming up: no band
 UNBOUNDED = (math.inf, math.inf)
 #: sensitivity -> factor applied to the records
@@ -149,6 +158,7 @@ class AnomalyConfig:
     seasonality: tuple[int, ...] | None = None
     timezone: str = "UTC"
     window_ms: int = 60_000
+    noise: Literal["constant", "poisson"] = "constant"
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +311,7 @@ class SeriesDetector:
         self.tolerance = 1.0
         self.run_side = 0
         self.run_residuals = array("d")
+        self.run_units = array("d")
         self.run_peaks = array("d")
         self.run_outage = True
         self._tz = None if config.timezone == "UTC" else ZoneInfo(config.timezone)
@@ -329,13 +340,14 @@ model='seasonal-ewm')
         model = self._best(end_ms)
         if math.isnan(model.level):
             if learn:
-                self._learn(end_ms, local_ms, value, value, UNBOUNDED)
+                self._learn(end_ms, local_ms, value, value, UNBOUNDED, 1.0)
             return Judgement(None, None, None, 0.0, False, MODEL_NAME)
         expected = model.predict(local_ms)
+        unit = self._unit(model, expected)
         warm = self.seen >= self.warmup
-        half = self._half_widths(expected) if warm else UNBOUNDED
+        half = self._half_widths(expected, unit) if warm else UNBOUNDED
         if learn:
-            self._learn(end_ms, local_ms, value, expected, half)
+            self._learn(end_ms, local_ms, value, expected, half, unit)
         if not warm:
             return Judgement(None, None, None, 0.0, False, MODEL_NAME)
         return self._judge(expected, half, value)
@@ -354,10 +366,11 @@ model='seasonal-ewm')
         local_ms = self._local_ms(end_ms)
         model = self._best(end_ms)
         expected = value if math.isnan(model.level) else model.predict(local_ms)
+        unit = self._unit(model, expected)
         self._close_run()
         residual = value - expected
-        self._update_scale(abs(residual))
-        surprise = self._directed(residual) / (self._scale(expected) * self.tolerance)
+        self._update_scale(abs(residual), unit)
+        surprise = self._directed(residual) / (self._scale(expected, unit) * self.tolerance)
         spike = _at(_side(residual), 0)  # HORIZONS[0] is the one-window horizon
         self.records[spike] = max(self.records[spike], surprise)
         for cand in self.candidates:
@@ -384,7 +397,22 @@ model='seasonal-ewm')
                 best = cand
         return best
 
-    def _scale(self, expected: float) -> float:
+    def _unit(self, model: _Candidate, expected: float) -> float:
+        """Spread of this window relative to the series' mean spread: 1 with constant noise;
+        with ``noise: poisson`` ``sqrt(expected / level)``, as the spread of a count (and
+        of a sum of amounts) grows with the square root of how many events it has.
+
+        >>> d = SeriesDetector(AnomalyConfig(noise="poisson"))
+        >>> model = _Candidate(0, 60_000)
+        >>> model.level = 400.0
+        >>> d._unit(model, 100.0), d._unit(model, 0.0)
+        (0.5, 0.1)
+        """
+        if self.config.noise == "constant" or not model.level > 0:
+            return 1.0
+        return math.sqrt(max(abs(expected) / model.level, UNIT_FLOOR))
+
+    def _scale(self, expected: float, unit: float) -> float:
         """Spread of residuals, floored so constant series stay usable.
 
         The EWMean starts at the first residual (0), so it is divided by the weight its
@@ -392,9 +420,9 @@ model='seasonal-ewm')
         it the scale is too small early on and the detector is jumpy after warm-up.
         """
         weight = 1.0 - (1.0 - SCALE_ALPHA) ** max(self.scale_updates - 1, 1)
-        return max(self.scale.get() / weight, 1e-9 * (abs(expected) + 1.0))
+        return max(unit * self.scale.get() / weight, 1e-9 * (abs(expected) + 1.0))
 
-    def _half_widths(self, expected: float) -> tuple[float, float]:
+    def _half_widths(self, expected: float, unit: float) -> tuple[float, float]:
         """Half widths of the band below and above ``expected``: the residuals at which a
         surprise reaches its record on that side.
 
@@ -403,7 +431,7 @@ model='seasonal-ewm')
         ``NARROWEST``: a run of deviations above the expected value narrows the upper side
         only (a burst of noise both ways is no shift).
         """
-        scale = self._scale(expected) * self.tolerance
+        scale = self._scale(expected, unit) * self.tolerance
         return scale * self._limit(0), scale * self._limit(1)
 
     def _limit(self, side: int) -> float:
@@ -460,33 +488,34 @@ model='seasonal-ewm')
     # ------------------------------------------------------------------ learning
 
     def _learn(self, end_ms: int, local_ms: int, value: float, expected: float,
-               half: tuple[float, float]) -> None:
+               half: tuple[float, float], unit: float) -> None:
         """Learn one window: surprises, records and scale, then every candidate's level.
 
         A value beyond ``min(band, LEVEL_CLIP scales)`` starts or extends a run: the level
         learns the clipped value and the run's surprises and scale updates wait for the
         run's end, so the whole run is judged against the records from before it.
         """
-        scale = self._scale(expected)
+        scale = self._scale(expected, unit)
         residual = value - expected
         side = _side(residual)
         surprises = self._push(self._directed(residual) / (scale * self.tolerance), side)
         limit = min(half[side], LEVEL_CLIP * scale)
         if math.isinf(half[side]):
-            self._learn_warming(abs(residual), surprises, scale, side)
+            self._learn_warming(abs(residual), surprises, scale, side, unit)
             target = expected + max(-limit, min(limit, residual))
         elif abs(residual) <= half[side]:
             self._close_run()
             self._update_records(surprises, 1, side)
-            self._update_scale(abs(residual))
+            self._update_scale(abs(residual), unit)
             target = expected + max(-limit, min(limit, residual))
         else:
-            target = self._extend_run(residual, surprises, expected, limit)
+            target = self._extend_run(residual, surprises, expected, limit, unit)
         for cand in self.candidates:
             cand.learn(end_ms, local_ms, target)
 
     def _learn_warming(
-        self, deviation: float, surprises: list[float] | None, scale: float, side: int
+        self, deviation: float, surprises: list[float] | None, scale: float, side: int,
+        unit: float,
     ) -> None:
         """Records and scale during warm-up, with the narrowest band as a provisional one.
 
@@ -497,14 +526,14 @@ model='seasonal-ewm')
         """
         bound = _floor(1) * scale
         if self.scale_updates >= ROBUST_AFTER and deviation > bound:
-            self._update_scale(bound)
+            self._update_scale(bound, unit)
             return
         self._update_records(surprises, 1, side)
-        self._update_scale(deviation)
+        self._update_scale(deviation, unit)
 
-    def _update_scale(self, deviation: float) -> None:
-        """Feed the scale's EWMean and count its updates."""
-        self.scale.update(deviation)
+    def _update_scale(self, deviation: float, unit: float) -> None:
+        """Feed the scale's EWMean with ``deviation`` in ``unit``s and count its updates."""
+        self.scale.update(deviation / unit)
         self.scale_updates += 1
 
     def _push(self, raw: float, side: int) -> list[float] | None:
@@ -532,7 +561,8 @@ model='seasonal-ewm')
             self.records[i] = max(surprise, self.records[i] * fade)
 
     def _extend_run(
-        self, residual: float, surprises: list[float] | None, expected: float, limit: float
+        self, residual: float, surprises: list[float] | None, expected: float, limit: float,
+        unit: float,
     ) -> float:
         """Add a window to the run; after ``SHIFT_WINDOWS`` adopt the new level.
 
@@ -544,6 +574,7 @@ model='seasonal-ewm')
             self._close_run()
             self.run_side = side
         self.run_residuals.append(residual)
+        self.run_units.append(unit)
         self.run_outage = self.run_outage and expected > 0 and (
             expected + residual <= OUTAGE_SHARE * expected)
         if surprises is not None:
@@ -566,8 +597,8 @@ model='seasonal-ewm')
         record as it was, so it does not make the series blind to the next one of its size.
         """
         if self.run_residuals and not self.run_outage:
-            for residual in self.run_residuals:
-                self._update_scale(abs(residual))
+            for residual, unit in zip(self.run_residuals, self.run_units, strict=True):
+                self._update_scale(abs(residual), unit)
             side = _side(self.run_side)
             records = [self.records[_at(side, k)] for k in range(len(HORIZONS))]
             peaks = [peak if peak <= EXTREME * max(record, _floor(horizon))
@@ -594,6 +625,7 @@ model='seasonal-ewm')
         """Drop the current run of clipped windows."""
         self.run_side = 0
         self.run_residuals = array("d")
+        self.run_units = array("d")
         self.run_peaks = array("d")
         self.run_outage = True
 

@@ -6,7 +6,7 @@ the incidents: a firing is a detection when an incident that targets its series 
 and/or channel) was active in its window or the window before; any other firing is a false
 alert. The models warm up first (``--warmup-hours``, not scored).
 
-    .venv/bin/python bench/anomaly_demo.py [--hours 24] [--rate 200] [--rules rules/demo]
+    .venv/bin/python bench/anomaly_demo.py [--hours 24] [--rate 200] [--rules rules/demo] [--seed 1]
 """
 
 from __future__ import annotations
@@ -81,10 +81,12 @@ def main() -> None:
     parser.add_argument("--rules", type=Path, default=ROOT / "rules" / "demo")
     parser.add_argument("--incident-every", type=float, default=5.0, metavar="MINUTES",
                         help="the demo's incident period (its default: 5)")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="the generator's seed: another day of traffic and incidents")
     args = parser.parse_args()
     rules = load_rules(args.rules)
     watched = {a.name for a in rules.alerts if "is_anomaly" in a.condition_text}
-    generator = DemoGenerator(seed=1, rate_per_s=args.rate,
+    generator = DemoGenerator(seed=args.seed, rate_per_s=args.rate,
                               incident_every_ms=int(args.incident_every * MIN))
     scored_from = START + int(args.warmup_hours * HOUR)
     end = scored_from + int(args.hours * HOUR)
@@ -96,8 +98,8 @@ def main() -> None:
     incidents = [i for i in generator.incidents_between(scored_from, end)
                  if i.start_ms >= scored_from]
     kinds, false = score(firings, incidents)
-    print(f"demo traffic {args.rate:g} events/s, an incident every {args.incident_every:g} min, "
-          f"{args.hours:g} h scored after "
+    print(f"demo traffic {args.rate:g} events/s (seed {args.seed}), an incident every "
+          f"{args.incident_every:g} min, {args.hours:g} h scored after "
           f"{args.warmup_hours:g} h of warm-up ({took:.1f} s); anomaly alerts: "
           f"{', '.join(sorted(watched))}")
     print(f"{'incident kind':<18} {'incidents':>9} {'caught':>7} {'median delay (windows)':>23}")

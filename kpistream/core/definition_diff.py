@@ -75,7 +75,7 @@ def _anomaly(kpi: Kpi) -> str:
     seasonality = "auto" if a.seasonality is None else (
         ", ".join(format_duration(p) for p in a.seasonality) or "none")
     return (f"sensitivity {a.sensitivity}, direction {a.direction}, warmup "
-            f"{a.warmup or 'default'}, seasonality {seasonality}")
+            f"{a.warmup or 'default'}, seasonality {seasonality}, noise {a.noise}")
 
 
 KPI_FIELDS: dict[str, Callable[[Kpi], str]] = {

@@ -63,10 +63,20 @@ def test_added_removed_and_alert_and_anomaly_changes():
     assert changes[("KPI", "gone")].notes == (
         "its series leave /metrics, so dashboards and recording rules that read it go empty",)
     conversion = changes[("KPI", "conversion")]
-    assert conversion.fields[0].field == "anomaly"
+    assert conversion.fields[0] == FieldChange(
+        "anomaly", "sensitivity medium, direction both, warmup default, seasonality auto, "
+        "noise constant", "sensitivity high, direction both, warmup default, seasonality auto, "
+        "noise constant")
     assert conversion.notes == ("**anomaly models start afresh** and warm up again",)
     alert = changes[("alert", "low_conversion")]
     assert alert.fields == (FieldChange("for", "2m", "5m"),)
     assert alert.notes[0].startswith("**alert state restarts**")
     text = render_diff(list(changes.values()))
     assert "## alert `low_conversion`: changed\n- for: `2m` → `5m`\n" in text
+
+
+def test_a_change_of_noise_model_shows_and_restarts_the_models():
+    new = BASE.replace("anomaly: {sensitivity: medium}", "anomaly: {noise: poisson}")
+    conversion = {(c.kind, c.name): c for c in diff(new)}[("KPI", "conversion")]
+    assert conversion.fields[0].new.endswith("noise poisson")
+    assert conversion.notes == ("**anomaly models start afresh** and warm up again",)

@@ -197,6 +197,9 @@ def _shown(x: float) -> str:
     ("{sensitivity: extreme}", "is_anomaly",
      'rules.yaml:5:29: kpi "load": sensitivity: expected one of low, medium or high, got '
      '"extreme"'),
+    ("{noise: gaussian}", "is_anomaly",
+     'rules.yaml:5:23: kpi "load": noise: expected one of auto, poisson or constant, got '
+     '"gaussian"'),
     (None, "value > 1 and is_anomaly",
      'rules.yaml:6:48: alert "odd": when: is_anomaly needs anomaly detection on KPI "load"; '
      "add `anomaly: {}` to it"),
